@@ -1,0 +1,51 @@
+# Two commands on a fresh clone: `make demo` and `make test`. Both create/update .venv themselves.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TINY := build/tiny
+TINY_CKPT := $(TINY)/HPSv3-tiny.safetensors
+OFFICIAL_VENV := .venv-official
+
+.PHONY: demo test lint format golden clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0  # the CPU wheel; a bare `torch` would pull CUDA
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+$(TINY_CKPT): $(STAMP)
+	$(VENV)/bin/hpsv3 make-tiny $(TINY)
+
+demo: $(TINY_CKPT)
+	$(VENV)/bin/hpsv3 score --input examples/prompts.jsonl --checkpoint $(TINY_CKPT) --base $(TINY)/base
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest -q -ra
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+# Golden outputs of the official implementation (not needed by `make test`; rerun when fixtures change).
+$(OFFICIAL_VENV)/.installed:
+	$(PYTHON) -m venv $(OFFICIAL_VENV)
+	$(OFFICIAL_VENV)/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(OFFICIAL_VENV)/bin/pip install --quiet transformers==4.45.2 "trl>=0.11,<0.12" "peft<0.14" rich fire \
+		omegaconf pyyaml matplotlib pandas "datasets<3" tensorboard "accelerate<1.2" requests packaging \
+		pillow==13.0.0 "numpy<2" safetensors
+	$(OFFICIAL_VENV)/bin/pip download --quiet --no-deps hpsv3==1.0.0 -d $(OFFICIAL_VENV)/wheels
+	$(OFFICIAL_VENV)/bin/pip install --quiet --no-deps $(OFFICIAL_VENV)/wheels/hpsv3-1.0.0-py3-none-any.whl
+	touch $@
+
+golden: $(OFFICIAL_VENV)/.installed $(TINY_CKPT)
+	$(OFFICIAL_VENV)/bin/python tests/golden/make_golden.py --tiny $(TINY) --out tests/golden/official_tiny.json
+
+clean:
+	rm -rf build

@@ -1,0 +1,49 @@
+"""Model-ready items and right-padded batches: the tensors every engine consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .inputs import PreparedImage
+from .prompt import PAD_TOKEN_ID
+
+
+@dataclass(frozen=True)
+class PreparedItem:
+    """One (image, prompt) pair, tokenised and patchified; its sequence ends at `<|Reward|>`."""
+
+    input_ids: np.ndarray  # int64 [L]
+    image: PreparedImage
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Right-padded with `<|endoftext|>`, as the official collator does."""
+
+    input_ids: np.ndarray  # int64 [B, L]
+    attention_mask: np.ndarray  # int64 [B, L]
+    reward_index: np.ndarray  # int64 [B]: position of `<|Reward|>` (the last real token)
+    pixel_values: np.ndarray  # float32 [sum patches, 1176]
+    image_grid_thw: np.ndarray  # int64 [B, 3]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def collate(items: list[PreparedItem]) -> Batch:
+    """Stack prepared items into one right-padded batch."""
+    lengths = np.array([len(item.input_ids) for item in items], np.int64)
+    input_ids = np.full((len(items), int(lengths.max())), PAD_TOKEN_ID, np.int64)
+    attention_mask = np.zeros_like(input_ids)
+    for row, item in enumerate(items):
+        input_ids[row, : lengths[row]] = item.input_ids
+        attention_mask[row, : lengths[row]] = 1
+    return Batch(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        reward_index=lengths - 1,
+        pixel_values=np.concatenate([item.image.pixel_values for item in items]),
+        image_grid_thw=np.array([item.image.grid_thw for item in items], np.int64),
+    )

@@ -1,0 +1,164 @@
+"""Checkpoint I/O: the official `HPSv3.safetensors` layout ⇄ this package's model; hub ids and paths.
+
+The official file is `model.state_dict()` under transformers 4.45 (flat keys: `visual.*`, `model.*`,
+`lm_head.weight`, `rm_head.{0,3,5}.*`); transformers 5 checkpoints use `model.visual.*` and
+`model.language_model.*`. Both load by key mapping. Only config.json and tokenizer files are read
+from the base model: never its 16 GB of weights, which the checkpoint replaces anyway.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from transformers import Qwen2VLConfig
+
+from .errors import ModelLoadError
+from .model import HPSv3RewardModel
+from .prompt import VOCAB_ROWS
+
+DEFAULT_CHECKPOINT = "MizzenAI/HPSv3"
+CHECKPOINT_FILE = "HPSv3.safetensors"
+DEFAULT_BASE = "Qwen/Qwen2-VL-7B-Instruct"
+BASE_FILES = [
+    "config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
+    "preprocessor_config.json", "chat_template.json", "generation_config.json",
+]  # fmt: skip
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+EMBED_KEY = "model.embed_tokens.weight"
+_TO_OURS = [  # (checkpoint prefix, our prefix); first match wins, None drops the tensor
+    ("model.language_model.", "language_model."),
+    ("model.visual.", "visual."),
+    ("model.", "language_model."),
+    ("visual.", "visual."),
+    ("rm_head.", "rm_head."),
+    ("lm_head.", None),  # never used for scoring
+]
+
+
+def _looks_like_hub_id(spec: str) -> bool:
+    return spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not Path(spec).exists()
+
+
+def _hub_error(spec: str, what: str, exc: Exception) -> ModelLoadError:
+    return ModelLoadError(
+        f"could not get {what} from the Hugging Face hub repo {spec!r} ({type(exc).__name__}: {exc}). "
+        f"If this machine is offline, download it where the hub is reachable "
+        f"(`hf download {spec}`) and pass the local path instead."
+    )
+
+
+def resolve_checkpoint(spec: str = DEFAULT_CHECKPOINT, filename: str = CHECKPOINT_FILE) -> Path:
+    """A local checkpoint file for a path, a folder holding `filename`, or a hub repo id."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        if (path / filename).is_file():
+            return path / filename
+        found = sorted(path.glob("*.safetensors"))
+        if len(found) == 1:
+            return found[0]
+        raise ModelLoadError(f"{path}: no {filename} (or single *.safetensors) in this folder")
+    if _looks_like_hub_id(spec):
+        from huggingface_hub import hf_hub_download
+
+        try:
+            return Path(hf_hub_download(spec, filename))
+        except Exception as exc:  # offline, missing repo, auth: all end the same way for the user
+            raise _hub_error(spec, filename, exc) from exc
+    raise ModelLoadError(f"checkpoint {spec!r} not found: pass a .safetensors file, a folder, or a hub id")
+
+
+def resolve_base(spec: str = DEFAULT_BASE) -> Path:
+    """A local folder with the base config.json and tokenizer files (weights are never fetched)."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path}: no config.json; --base needs a Qwen2-VL-7B-Instruct folder")
+        return path
+    if _looks_like_hub_id(spec):
+        from huggingface_hub import snapshot_download
+
+        try:
+            return Path(snapshot_download(spec, allow_patterns=BASE_FILES))
+        except Exception as exc:
+            raise _hub_error(spec, "config.json and tokenizer files", exc) from exc
+    raise ModelLoadError(f"base {spec!r} not found: pass a folder with config.json + tokenizer.json, or a hub id")
+
+
+def load_config(base: Path) -> Qwen2VLConfig:
+    """The Qwen2-VL config of a base folder (legacy flat or transformers-5 layout)."""
+    config = Qwen2VLConfig.from_pretrained(base)
+    if config.model_type != "qwen2_vl":
+        raise ModelLoadError(f"{base}: model_type {config.model_type!r}; HPSv3 is built on qwen2_vl")
+    return config
+
+
+def to_our_key(key: str) -> str | None:
+    """Map an official (or transformers-5) checkpoint key to this package's module names."""
+    for prefix, ours in _TO_OURS:
+        if key.startswith(prefix):
+            return None if ours is None else ours + key[len(prefix) :]
+    raise ModelLoadError(f"unexpected checkpoint key {key!r}: not an HPSv3 / Qwen2-VL reward model")
+
+
+def to_official_key(key: str) -> str:
+    """Inverse of `to_our_key` for the official flat layout."""
+    if key.startswith("language_model."):
+        return "model." + key[len("language_model.") :]
+    return key
+
+
+def read_state_dict(path: Path, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """Read a checkpoint in our key names (rm_head kept float32). safetensors; .pt/.pth weights-only."""
+    if path.suffix == ".safetensors":
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            raw = {key: handle.get_tensor(key) for key in handle.keys() if to_our_key(key) is not None}
+    elif path.suffix in (".pt", ".pth", ".bin"):
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+        raw = raw.get("model", raw)
+    else:
+        raise ModelLoadError(f"{path}: unsupported checkpoint format (use .safetensors)")
+    state = {}
+    for key, tensor in raw.items():
+        ours = to_our_key(key)
+        if ours is not None:
+            state[ours] = tensor.float() if ours.startswith("rm_head.") else tensor.to(dtype)
+    return state
+
+
+def load_model(
+    checkpoint: Path, base: Path, dtype: torch.dtype = torch.float32, device: str = "cpu"
+) -> HPSv3RewardModel:
+    """Build the reward model on the meta device and fill it from the checkpoint (no random init)."""
+    config = load_config(base)
+    state = read_state_dict(checkpoint, dtype)
+    embed = state.get("language_model.embed_tokens.weight")
+    if embed is None:
+        raise ModelLoadError(f"{checkpoint}: no {EMBED_KEY}; is this an HPSv3 checkpoint?")
+    if embed.shape[0] < VOCAB_ROWS:
+        raise ModelLoadError(f"{checkpoint}: {embed.shape[0]} embedding rows, the <|Reward|> token needs {VOCAB_ROWS}")
+    with torch.device("meta"):
+        model = HPSv3RewardModel(config, vocab_rows=embed.shape[0])
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"{checkpoint} does not fit the base config {base}/config.json: {exc}") from exc
+    model.rebuild_rotary_buffers()
+    model.to(device)
+    model.rm_head.float()
+    return model.eval()
+
+
+def save_official(state: dict[str, torch.Tensor], path: Path, lm_head: torch.Tensor | None = None) -> None:
+    """Write our state dict in the official flat layout (the format `hpsv3` and this stack load)."""
+    tensors = {to_official_key(k): v.contiguous() for k, v in state.items()}
+    if lm_head is not None:
+        tensors["lm_head.weight"] = lm_head.contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    save_file(tensors, str(partial), metadata={"format": "pt"})
+    partial.replace(path)

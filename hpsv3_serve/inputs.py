@@ -1,0 +1,155 @@
+"""Image loading and preprocessing: the one source of truth (numpy + PIL, no torchvision).
+
+Mirrors the official pipeline byte for byte: `PIL.Image.open(...).convert("RGB")` (alpha is
+dropped, not composited), qwen-vl-utils' `smart_resize` at min = max = 200704 pixels, PIL BICUBIC,
+then Qwen2-VL's image processor (rescale 1/255 in float64 → float32, CLIP mean/std, frame repeated
+to temporal_patch_size 2, 14×14 patches in 2×2 merge order).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import math
+import os
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import ImageDecodeError, ImageNotFoundError, ImageSizeError
+
+FACTOR = 28
+PIXELS = 256 * FACTOR * FACTOR  # 200704: the official min_pixels = max_pixels
+MAX_RATIO = 200
+PATCH_SIZE = 14
+MERGE_SIZE = 2
+TEMPORAL_PATCH_SIZE = 2
+PATCH_DIM = 3 * TEMPORAL_PATCH_SIZE * PATCH_SIZE * PATCH_SIZE  # 1176
+IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
+IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
+URL_TIMEOUT_S = 20.0
+
+ImageInput = Union[str, os.PathLike, bytes, Image.Image]
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """Model-ready pixels of one image."""
+
+    pixel_values: np.ndarray  # float32 [grid_h * grid_w, 1176]
+    grid_thw: tuple[int, int, int]  # (1, grid_h, grid_w) in 14-pixel patches
+
+    @property
+    def num_tokens(self) -> int:
+        """Image tokens in the language sequence (patches merged 2×2)."""
+        _, grid_h, grid_w = self.grid_thw
+        return grid_h * grid_w // (MERGE_SIZE * MERGE_SIZE)
+
+
+def describe(image: ImageInput) -> str:
+    """A short, human-readable name for an image input, used in error messages."""
+    if isinstance(image, Image.Image):
+        return f"<PIL image {image.width}x{image.height} {image.mode}>"
+    if isinstance(image, (bytes, bytearray)):
+        return f"<{len(image)} bytes>"
+    text = os.fspath(image)
+    return text if len(text) <= 120 or not text.startswith("data:") else text[:60] + "…"
+
+
+def _open(image: ImageInput, allow_urls: bool) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image
+    name = describe(image)
+    if isinstance(image, (bytes, bytearray)):
+        return Image.open(io.BytesIO(image))
+    text = os.fspath(image)
+    if text.startswith(("http://", "https://")):
+        if not allow_urls:
+            raise ImageNotFoundError(name, "image URLs are disabled here; send the image bytes instead")
+        try:
+            with urllib.request.urlopen(text, timeout=URL_TIMEOUT_S) as response:
+                return Image.open(io.BytesIO(response.read()))
+        except OSError as exc:
+            raise ImageNotFoundError(name, f"could not fetch the URL ({exc})") from exc
+    if text.startswith("data:"):
+        header, sep, payload = text.partition(",")
+        if not sep or not header.endswith(";base64"):
+            raise ImageDecodeError(name, "a data: URL must look like data:image/png;base64,<data>")
+        try:
+            return Image.open(io.BytesIO(base64.b64decode(payload, validate=True)))
+        except binascii.Error as exc:
+            raise ImageDecodeError(name, f"invalid base64 in data: URL ({exc})") from exc
+    path = Path(text[7:] if text.startswith("file://") else text)
+    if not path.is_file():
+        raise ImageNotFoundError(name, "no such file" if not path.exists() else "not a regular file")
+    return Image.open(path)
+
+
+def load_image(image: ImageInput, allow_urls: bool = True) -> Image.Image:
+    """Open a path, bytes, PIL image, http(s) URL or `data:` URL and return it decoded as RGB."""
+    name = describe(image)
+    try:
+        opened = _open(image, allow_urls)
+        opened.load()
+        return opened.convert("RGB")
+    except (ImageNotFoundError, ImageDecodeError):
+        raise
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError(name, "not a recognised image format (corrupt file or not an image)") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(name, f"could not decode the image ({exc})") from exc
+
+
+def smart_resize(height: int, width: int, factor: int = FACTOR, pixels: int = PIXELS) -> tuple[int, int]:
+    """qwen-vl-utils' smart_resize with min_pixels = max_pixels = `pixels`: (new_height, new_width)."""
+    if max(height, width) / min(height, width) > MAX_RATIO:
+        raise ValueError(
+            f"absolute aspect ratio must be smaller than {MAX_RATIO}, got {max(height, width) / min(height, width)}"
+        )
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > pixels:
+        beta = math.sqrt((height * width) / pixels)
+        h_bar = math.floor(height / beta / factor) * factor
+        w_bar = math.floor(width / beta / factor) * factor
+    elif h_bar * w_bar < pixels:
+        beta = math.sqrt(pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def resize(image: Image.Image, name: str = "image") -> Image.Image:
+    """Resize an RGB image to its smart_resize size with PIL BICUBIC."""
+    try:
+        height, width = smart_resize(image.height, image.width)
+    except ValueError as exc:
+        raise ImageSizeError(name, f"{image.width}x{image.height}: {exc}") from exc
+    return image.resize((width, height), Image.BICUBIC)
+
+
+def patchify(image: Image.Image) -> PreparedImage:
+    """Rescale, normalise and cut a resized RGB image into Qwen2-VL patches."""
+    pixels = np.asarray(image, dtype=np.uint8)
+    scaled = (pixels.astype(np.float64) * (1 / 255)).astype(np.float32)
+    normalised = (scaled - np.array(IMAGE_MEAN, np.float32)) / np.array(IMAGE_STD, np.float32)
+    frames = np.tile(normalised.transpose(2, 0, 1)[None], (TEMPORAL_PATCH_SIZE, 1, 1, 1))
+    grid_h, grid_w = image.height // PATCH_SIZE, image.width // PATCH_SIZE
+    patches = frames.reshape(
+        1, TEMPORAL_PATCH_SIZE, 3,
+        grid_h // MERGE_SIZE, MERGE_SIZE, PATCH_SIZE,
+        grid_w // MERGE_SIZE, MERGE_SIZE, PATCH_SIZE,
+    )  # fmt: skip
+    patches = patches.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    flat = np.ascontiguousarray(patches.reshape(grid_h * grid_w, PATCH_DIM))
+    return PreparedImage(pixel_values=flat, grid_thw=(1, grid_h, grid_w))
+
+
+def prepare_image(image: ImageInput, allow_urls: bool = True) -> PreparedImage:
+    """Load, resize and patchify one image; errors name the input."""
+    return patchify(resize(load_image(image, allow_urls=allow_urls), describe(image)))

@@ -1,0 +1,133 @@
+"""In-process scoring: `Scorer.score(images, prompts)` → one result per item, errors per item."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .batching import PreparedItem, collate
+from .checkpoint import DEFAULT_BASE, DEFAULT_CHECKPOINT, DTYPES, load_model, resolve_base, resolve_checkpoint
+from .engines.base import Engine
+from .engines.torch_engine import TorchEngine
+from .errors import HPSv3Error, InputError
+from .inputs import ImageInput, describe, prepare_image
+from .prompt import PromptTokenizer, check_prompt
+
+
+@dataclass
+class ScoreResult:
+    """The score of one (image, prompt) pair, or why it could not be scored."""
+
+    image: str
+    prompt: str
+    mu: float | None = None
+    sigma: float | None = None
+    log_sigma: float | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict:
+        """JSON form: scores for a success, `error` instead of scores for a failure."""
+        data = asdict(self)
+        drop = ("mu", "sigma", "log_sigma") if self.error else ("error",)
+        return {key: value for key, value in data.items() if key not in drop}
+
+
+class Scorer:
+    """Preprocesses (threads) and scores (engine) in batches; one bad item never sinks the rest."""
+
+    def __init__(
+        self, engine: Engine, tokenizer: PromptTokenizer, batch_size: int = 8, allow_urls: bool = True
+    ) -> None:
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self.batch_size = max(1, batch_size)
+        self.allow_urls = allow_urls
+        self._pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="hpsv3-prep")
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        checkpoint: str | os.PathLike = DEFAULT_CHECKPOINT,
+        base: str | os.PathLike = DEFAULT_BASE,
+        device: str = "cpu",
+        dtype: str = "float32",
+        batch_size: int = 8,
+        allow_urls: bool = True,
+    ) -> Scorer:
+        """Load from local paths or hub ids (defaults: MizzenAI/HPSv3 on Qwen/Qwen2-VL-7B-Instruct)."""
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        base_dir = resolve_base(os.fspath(base))
+        model = load_model(resolve_checkpoint(os.fspath(checkpoint)), base_dir, DTYPES[dtype], device)
+        return cls(TorchEngine(model, device), PromptTokenizer.from_base(base_dir), batch_size, allow_urls)
+
+    def prepare(self, image: ImageInput, prompt: str) -> PreparedItem:
+        """Load, resize, patchify and tokenise one pair (raises `InputError` naming the input)."""
+        check_prompt(prompt)
+        prepared = prepare_image(image, allow_urls=self.allow_urls)
+        return PreparedItem(self.tokenizer.encode_one(prompt, prepared.num_tokens), prepared)
+
+    def _prepare_safe(self, image: ImageInput, prompt: str) -> PreparedItem | str:
+        try:
+            return self.prepare(image, prompt)
+        except InputError as exc:
+            return str(exc)
+
+    def _score_prepared(self, items: list[PreparedItem]) -> list[tuple[float, float] | str]:
+        try:
+            return [(float(mu), float(log_sigma)) for mu, log_sigma in self.engine.score(collate(items))]
+        except (HPSv3Error, RuntimeError) as exc:
+            if len(items) == 1:
+                return [f"scoring failed: {exc}"]
+            return [out for item in items for out in self._score_prepared([item])]
+
+    def iter_score(
+        self, images: Sequence[ImageInput], prompts: str | Sequence[str]
+    ) -> Iterator[ScoreResult]:
+        """Yield results in input order, batch by batch, preparing the next batch while scoring."""
+        prompt_list = [prompts] * len(images) if isinstance(prompts, str) else list(prompts)
+        if len(prompt_list) != len(images):
+            raise ValueError(f"{len(images)} images but {len(prompt_list)} prompts")
+        starts = range(0, len(images), self.batch_size)
+
+        def submit(start: int) -> list[Future]:
+            chunk = range(start, min(start + self.batch_size, len(images)))
+            return [self._pool.submit(self._prepare_safe, images[i], prompt_list[i]) for i in chunk]
+
+        pending = submit(0) if images else []
+        for start in starts:
+            prepared = [future.result() for future in pending]
+            pending = submit(start + self.batch_size) if start + self.batch_size < len(images) else []
+            good = [item for item in prepared if isinstance(item, PreparedItem)]
+            scores = iter(self._score_prepared(good) if good else [])
+            for offset, item in enumerate(prepared):
+                index = start + offset
+                result = ScoreResult(image=describe(images[index]), prompt=str(prompt_list[index]))
+                outcome = next(scores) if isinstance(item, PreparedItem) else item
+                if isinstance(outcome, str):
+                    result.error = outcome
+                else:
+                    result.mu, result.log_sigma = outcome
+                    result.sigma = math.exp(outcome[1])
+                yield result
+
+    def score(self, images: Sequence[ImageInput], prompts: str | Sequence[str]) -> list[ScoreResult]:
+        """Score every pair; failed items carry `error` and no scores."""
+        return list(self.iter_score(images, prompts))
+
+    def __call__(self, images: Sequence[ImageInput], prompts: str | Sequence[str]) -> list[float]:
+        """mu per pair (the score people quote); raises if any item failed."""
+        results = self.score(images, prompts)
+        failed = [r.error for r in results if not r.ok]
+        if failed:
+            raise InputError(f"{len(failed)} of {len(results)} items", "; ".join(failed[:3]))
+        return [r.mu for r in results]
+
