@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["Scorer", "ScoreResult", "__version__"]
+__all__ = ["ScoreResult", "Scorer", "__version__"]
 
 
 def __getattr__(name: str):

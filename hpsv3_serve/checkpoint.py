@@ -116,7 +116,7 @@ def read_state_dict(path: Path, dtype: torch.dtype = torch.float32) -> dict[str,
     """Read a checkpoint in our key names (rm_head kept float32). safetensors; .pt/.pth weights-only."""
     if path.suffix == ".safetensors":
         with safe_open(str(path), framework="pt", device="cpu") as handle:
-            raw = {key: handle.get_tensor(key) for key in handle.keys() if to_our_key(key) is not None}
+            raw = {key: handle.get_tensor(key) for key in handle.keys() if to_our_key(key) is not None}  # noqa: SIM118
     elif path.suffix in (".pt", ".pth", ".bin"):
         raw = torch.load(path, map_location="cpu", weights_only=True)
         raw = raw.get("model", raw)

@@ -29,7 +29,7 @@ def _read_input_file(path: Path, images_root: Path | None) -> Iterator[tuple[str
                 record = json.loads(line)
                 image, prompt = record["image"], record.get("prompt", "")
             except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-                yield f"{path}:{number}: expected {{\"image\": ..., \"prompt\": ...}} ({exc})"
+                yield f'{path}:{number}: expected {{"image": ..., "prompt": ...}} ({exc})'
                 continue
             if isinstance(image, str) and "://" not in image and not image.startswith("data:"):
                 image = str(root / image) if not Path(image).is_absolute() else image
@@ -38,15 +38,14 @@ def _read_input_file(path: Path, images_root: Path | None) -> Iterator[tuple[str
 
 def _table(rows: list[dict]) -> str:
     """A plain aligned table: #, mu, sigma, image, prompt (or error)."""
+
     def clip(text: str, width: int) -> str:
         text = text.replace("\n", "⏎").replace("\t", " ")
         return text if len(text) <= width else text[: width - 1] + "…"
 
     lines = [f"{'#':>3}  {'mu':>9}  {'sigma':>8}  {'image':<34}  prompt"]
     for number, row in enumerate(rows, 1):
-        scores = (
-            f"{row['mu']:>9.4f}  {row['sigma']:>8.4f}" if "mu" in row else f"{'error':>9}  {'':>8}"
-        )
+        scores = f"{row['mu']:>9.4f}  {row['sigma']:>8.4f}" if "mu" in row else f"{'error':>9}  {'':>8}"
         tail = clip(row["prompt"], 40) if "mu" in row else clip(row["error"], 70)
         lines.append(f"{number:>3}  {scores}  {clip(row['image'], 34):<34}  {tail}")
     return "\n".join(lines)

@@ -16,7 +16,6 @@ import os
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -34,7 +33,7 @@ IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
 IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 URL_TIMEOUT_S = 20.0
 
-ImageInput = Union[str, os.PathLike, bytes, Image.Image]
+ImageInput = str | os.PathLike | bytes | Image.Image
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,9 @@ class PromptTokenizer:
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         if tokenizer.token_to_id(IMAGE_PAD_TOKEN) != IMAGE_PAD_TOKEN_ID:
-            raise ModelLoadError(f"tokenizer: {IMAGE_PAD_TOKEN} is not id {IMAGE_PAD_TOKEN_ID}: not a Qwen2-VL tokenizer")
+            raise ModelLoadError(
+                f"tokenizer: {IMAGE_PAD_TOKEN} is not id {IMAGE_PAD_TOKEN_ID}: not a Qwen2-VL tokenizer"
+            )
         if tokenizer.token_to_id(REWARD_TOKEN) is None:
             tokenizer.add_special_tokens([AddedToken(REWARD_TOKEN, special=True, normalized=False)])
         if tokenizer.token_to_id(REWARD_TOKEN) != REWARD_TOKEN_ID:
@@ -88,7 +90,7 @@ class PromptTokenizer:
         texts = ["<|vision_end|>" + user_text(check_prompt(p)) for p in prompts]
         encoded = self.tokenizer.encode_batch(texts, add_special_tokens=False)
         sequences = []
-        for enc, n_image in zip(encoded, image_tokens):
+        for enc, n_image in zip(encoded, image_tokens, strict=True):
             ids = np.asarray(enc.ids, np.int64)
             end = int(np.flatnonzero(ids == REWARD_TOKEN_ID)[0]) + 1
             pads = np.full(n_image, IMAGE_PAD_TOKEN_ID, np.int64)

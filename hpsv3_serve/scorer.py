@@ -7,7 +7,6 @@ import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from .batching import PreparedItem, collate
 from .checkpoint import DEFAULT_BASE, DEFAULT_CHECKPOINT, DTYPES, load_model, resolve_base, resolve_checkpoint
@@ -89,9 +88,7 @@ class Scorer:
                 return [f"scoring failed: {exc}"]
             return [out for item in items for out in self._score_prepared([item])]
 
-    def iter_score(
-        self, images: Sequence[ImageInput], prompts: str | Sequence[str]
-    ) -> Iterator[ScoreResult]:
+    def iter_score(self, images: Sequence[ImageInput], prompts: str | Sequence[str]) -> Iterator[ScoreResult]:
         """Yield results in input order, batch by batch, preparing the next batch while scoring."""
         prompt_list = [prompts] * len(images) if isinstance(prompts, str) else list(prompts)
         if len(prompt_list) != len(images):
@@ -130,4 +127,3 @@ class Scorer:
         if failed:
             raise InputError(f"{len(failed)} of {len(results)} items", "; ".join(failed[:3]))
         return [r.mu for r in results]
-

@@ -12,6 +12,7 @@ random Qwen2-VL weights; every one of them is then replaced by the checkpoint (s
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import sys
@@ -93,7 +94,7 @@ def main() -> None:
         prompts = [prompt for _, prompt in CASES]
         items = []
         with torch.no_grad():
-            for (name, prompt), path in zip(CASES, paths):
+            for (name, prompt), path in zip(CASES, paths, strict=True):
                 batch = inferencer.prepare_batch([path], [prompt])
                 mu, log_sigma = inferencer.model(return_dict=True, **batch)["logits"][0].tolist()
                 items.append({
@@ -104,7 +105,7 @@ def main() -> None:
                     "pixel_values": pixel_summary(batch["pixel_values"]),
                 })  # fmt: skip
             batched = inferencer.reward(paths, prompts)
-        for item, (mu, log_sigma) in zip(items, batched.tolist()):
+        for item, (mu, log_sigma) in zip(items, batched.tolist(), strict=True):
             item["mu_batch"], item["log_sigma_batch"] = mu, log_sigma
         rendered = inferencer.processor.apply_chat_template(
             [[{"role": "user", "content": [
@@ -119,6 +120,7 @@ def main() -> None:
                      "pillow": PIL.__version__, "numpy": np.__version__, "python": sys.version.split()[0]},
         "dtype": "float32",
         "checkpoint": "hpsv3 make-tiny --seed 0",
+        "checkpoint_sha256": hashlib.sha256((args.tiny / "HPSv3-tiny.safetensors").read_bytes()).hexdigest(),
         "instruction": data_collator_qwen.INSTRUCTION,
         "prompt_with_special_token": data_collator_qwen.prompt_with_special_token,
         "rendered_chat_first_item": rendered,

@@ -1,0 +1,87 @@
+"""Checkpoint I/O: official and transformers-5 layouts, pickle-free loading, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from hpsv3_serve.checkpoint import load_model, read_state_dict, resolve_base, resolve_checkpoint, to_our_key
+from hpsv3_serve.errors import ModelLoadError
+from hpsv3_serve.prompt import VOCAB_ROWS
+from hpsv3_serve.scorer import Scorer
+
+from .conftest import IMAGES
+
+
+def test_official_layout_keys(tiny_checkpoint: Path) -> None:
+    keys = set(load_file(str(tiny_checkpoint)))
+    assert {
+        "visual.patch_embed.proj.weight",
+        "model.embed_tokens.weight",
+        "model.norm.weight",
+        "lm_head.weight",
+    } <= keys
+    assert {"rm_head.0.weight", "rm_head.3.weight", "rm_head.5.weight", "rm_head.5.bias"} <= keys
+    assert load_file(str(tiny_checkpoint))["model.embed_tokens.weight"].shape[0] == VOCAB_ROWS
+
+
+def test_key_mapping() -> None:
+    assert to_our_key("model.layers.3.self_attn.q_proj.weight") == "language_model.layers.3.self_attn.q_proj.weight"
+    assert to_our_key("model.language_model.norm.weight") == "language_model.norm.weight"
+    assert to_our_key("model.visual.merger.ln_q.weight") == "visual.merger.ln_q.weight"
+    assert to_our_key("lm_head.weight") is None
+    with pytest.raises(ModelLoadError, match="unexpected checkpoint key"):
+        to_our_key("decoder.weight")
+
+
+def _score(checkpoint: Path, base: Path) -> float:
+    (result,) = Scorer.from_pretrained(checkpoint, base).score([IMAGES / "square_512.png"], "a fox")
+    return result.mu
+
+
+def test_transformers5_layout_and_weights_only_pt_load_the_same(tiny: Path, tiny_checkpoint: Path) -> None:
+    official = load_file(str(tiny_checkpoint))
+    v5 = {
+        (
+            "model.language_model." + k[6:]
+            if k.startswith("model.")
+            else "model." + k
+            if k.startswith("visual.")
+            else k
+        ): v
+        for k, v in official.items()
+    }
+    save_file(v5, str(tiny / "v5.safetensors"))
+    torch.save(official, tiny / "official.pt")
+    expected = _score(tiny_checkpoint, tiny / "base")
+    assert _score(tiny / "v5.safetensors", tiny / "base") == pytest.approx(expected, abs=1e-6)
+    assert _score(tiny / "official.pt", tiny / "base") == pytest.approx(expected, abs=1e-6)
+
+
+def test_rm_head_read_as_float32_even_when_model_is_bfloat16(tiny_checkpoint: Path) -> None:
+    state = read_state_dict(tiny_checkpoint, torch.bfloat16)
+    assert state["rm_head.0.weight"].dtype == torch.float32
+    assert state["language_model.norm.weight"].dtype == torch.bfloat16
+
+
+def test_missing_paths_say_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ModelLoadError, match="not found"):
+        resolve_checkpoint(str(tmp_path / "nope.safetensors"))
+    with pytest.raises(ModelLoadError, match=r"no config\.json"):
+        resolve_base(str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match=r"hf download MizzenAI/HPSv3.*local path"):
+        resolve_checkpoint("MizzenAI/HPSv3")
+    with pytest.raises(ModelLoadError, match="Qwen/Qwen2-VL-7B-Instruct"):
+        resolve_base("Qwen/Qwen2-VL-7B-Instruct")
+
+
+def test_checkpoint_that_does_not_fit_the_base(tiny: Path, tiny_checkpoint: Path) -> None:
+    state = load_file(str(tiny_checkpoint))
+    del state["model.norm.weight"]
+    save_file(state, str(tiny / "broken.safetensors"))
+    with pytest.raises(ModelLoadError, match="does not fit the base config"):
+        load_model(tiny / "broken.safetensors", tiny / "base")
