@@ -39,15 +39,17 @@ def _read_input_file(path: Path, images_root: Path | None) -> Iterator[tuple[str
 def _table(rows: list[dict]) -> str:
     """A plain aligned table: #, mu, sigma, image, prompt (or error)."""
 
-    def clip(text: str, width: int) -> str:
+    def clip(text: str, width: int, keep_end: bool = False) -> str:
         text = text.replace("\n", "⏎").replace("\t", " ")
-        return text if len(text) <= width else text[: width - 1] + "…"
+        if len(text) <= width:
+            return text
+        return "…" + text[1 - width :] if keep_end else text[: width - 1] + "…"
 
     lines = [f"{'#':>3}  {'mu':>9}  {'sigma':>8}  {'image':<34}  prompt"]
     for number, row in enumerate(rows, 1):
         scores = f"{row['mu']:>9.4f}  {row['sigma']:>8.4f}" if "mu" in row else f"{'error':>9}  {'':>8}"
         tail = clip(row["prompt"], 40) if "mu" in row else clip(row["error"], 70)
-        lines.append(f"{number:>3}  {scores}  {clip(row['image'], 34):<34}  {tail}")
+        lines.append(f"{number:>3}  {scores}  {clip(row['image'], 34, keep_end=True):<34}  {tail}")
     return "\n".join(lines)
 
 

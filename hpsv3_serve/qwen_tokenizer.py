@@ -119,9 +119,10 @@ def _download_tiktoken(dest: Path) -> Path:
         result = subprocess.run(cmd, capture_output=True, text=True)
         wheels = list(Path(tmp).glob("dashscope-*.whl"))
         if result.returncode != 0 or not wheels:
+            detail = (result.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
             raise TokenizerSourceError(
                 f"could not download the {DASHSCOPE_WHEEL} wheel to rebuild the Qwen2 tokenizer "
-                f"({result.stderr.strip()[-300:]}). Download it where PyPI is reachable and pass its "
+                f"({detail}). Download it where PyPI is reachable and pass its "
                 f"`{TIKTOKEN_MEMBER}` with --tiktoken or HPSV3_QWEN_TIKTOKEN."
             )
         dest.parent.mkdir(parents=True, exist_ok=True)
