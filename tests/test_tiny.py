@@ -32,5 +32,5 @@ def test_wrong_or_missing_tiktoken_is_refused(tmp_path: Path) -> None:
         find_tiktoken(tmp_path / "nope.tiktoken")
     fake = tmp_path / "qwen.tiktoken"
     fake.write_text("IQ== 0\n")
-    with pytest.raises(TokenizerSourceError, match="not the known qwen.tiktoken"):
+    with pytest.raises(TokenizerSourceError, match=r"not the known qwen\.tiktoken"):
         build_tokenizer(fake)
