@@ -8,11 +8,13 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
+import torch
+
 from .batching import PreparedItem, collate
 from .checkpoint import DEFAULT_BASE, DEFAULT_CHECKPOINT, DTYPES, load_model, resolve_base, resolve_checkpoint
 from .engines.base import Engine
 from .engines.torch_engine import TorchEngine
-from .errors import HPSv3Error, InputError
+from .errors import HPSv3Error, InputError, ModelLoadError
 from .inputs import ImageInput, describe, prepare_image
 from .prompt import PromptTokenizer, check_prompt
 
@@ -63,7 +65,9 @@ class Scorer:
     ) -> Scorer:
         """Load from local paths or hub ids (defaults: MizzenAI/HPSv3 on Qwen/Qwen2-VL-7B-Instruct)."""
         if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+            raise ModelLoadError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ModelLoadError(f"--device {device}: torch {torch.__version__} sees no CUDA device; use --device cpu")
         base_dir = resolve_base(os.fspath(base))
         model = load_model(resolve_checkpoint(os.fspath(checkpoint)), base_dir, DTYPES[dtype], device)
         return cls(TorchEngine(model, device), PromptTokenizer.from_base(base_dir), batch_size, allow_urls)
