@@ -39,7 +39,7 @@ $(OFFICIAL_VENV)/.installed:
 	$(OFFICIAL_VENV)/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(OFFICIAL_VENV)/bin/pip install --quiet transformers==4.45.2 "trl>=0.11,<0.12" "peft<0.14" rich fire \
 		omegaconf pyyaml matplotlib pandas "datasets<3" tensorboard "accelerate<1.2" requests packaging \
-		pillow==13.0.0 "numpy<2" safetensors
+		pillow==13.0.0 "numpy<2" "pyarrow<20" safetensors
 	$(OFFICIAL_VENV)/bin/pip download --quiet --no-deps hpsv3==1.0.0 -d $(OFFICIAL_VENV)/wheels
 	$(OFFICIAL_VENV)/bin/pip install --quiet --no-deps $(OFFICIAL_VENV)/wheels/hpsv3-1.0.0-py3-none-any.whl
 	touch $@
