@@ -149,6 +149,16 @@ def patchify(image: Image.Image) -> PreparedImage:
     return PreparedImage(pixel_values=flat, grid_thw=(1, grid_h, grid_w))
 
 
+def vision_position_ids(grid_thw: tuple[int, int, int]) -> np.ndarray:
+    """Rotary (row, column) ids per patch, in 2×2 merge-block order: int64 [h·w, 2] (host-side, for export)."""
+    _, grid_h, grid_w = grid_thw
+    rows, cols = np.meshgrid(np.arange(grid_h), np.arange(grid_w), indexing="ij")
+    block = (grid_h // MERGE_SIZE, MERGE_SIZE, grid_w // MERGE_SIZE, MERGE_SIZE)
+    rows = rows.reshape(block).transpose(0, 2, 1, 3).ravel()
+    cols = cols.reshape(block).transpose(0, 2, 1, 3).ravel()
+    return np.stack([rows, cols], axis=-1).astype(np.int64)
+
+
 def prepare_image(image: ImageInput, allow_urls: bool = True) -> PreparedImage:
     """Load, resize and patchify one image; errors name the input."""
     return patchify(resize(load_image(image, allow_urls=allow_urls), describe(image)))
