@@ -6,8 +6,13 @@ __all__ = ["ScoreResult", "Scorer", "__version__"]
 
 
 def __getattr__(name: str):
-    if name in ("Scorer", "ScoreResult"):
-        from . import scorer
+    """Lazy exports: importing the package stays light (no torch) until the scorer is used."""
+    if name == "Scorer":
+        from .scorer import Scorer
 
-        return getattr(scorer, name)
+        return Scorer
+    if name == "ScoreResult":
+        from .results import ScoreResult
+
+        return ScoreResult
     raise AttributeError(name)

@@ -57,7 +57,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .errors import HPSv3Error
-    from .scorer import Scorer, ScoreResult
+    from .results import ScoreResult
+    from .scorer import Scorer
 
     pairs: list[tuple[str, str] | str] = [(image, args.prompt) for image in args.images]
     if args.input:

@@ -6,7 +6,6 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
 
 import torch
 
@@ -17,28 +16,7 @@ from .engines.torch_engine import TorchEngine
 from .errors import HPSv3Error, InputError, ModelLoadError
 from .inputs import ImageInput, describe, prepare_image
 from .prompt import PromptTokenizer, check_prompt
-
-
-@dataclass
-class ScoreResult:
-    """The score of one (image, prompt) pair, or why it could not be scored."""
-
-    image: str
-    prompt: str
-    mu: float | None = None
-    sigma: float | None = None
-    log_sigma: float | None = None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def to_dict(self) -> dict:
-        """JSON form: scores for a success, `error` instead of scores for a failure."""
-        data = asdict(self)
-        drop = ("mu", "sigma", "log_sigma") if self.error else ("error",)
-        return {key: value for key, value in data.items() if key not in drop}
+from .results import ScoreResult
 
 
 class Scorer:

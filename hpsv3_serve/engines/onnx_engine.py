@@ -1,6 +1,6 @@
 """ONNX Runtime stages of the exported model, and an engine that chains them in-process.
 
-The Triton CPU models call the stages one by one (vision encoder, language tower, reward head);
+The Triton CPU models each run one stage (vision encoder, language tower, reward head);
 `OnnxEngine` chains them for `hpsv3 score --backend onnx` and for export verification.
 Artifacts folder (written by `hpsv3 export`): vision_encoder.onnx, language_model.onnx(+.data),
 reward_head.onnx, embed_tokens.npy, base/ (config + tokenizer), manifest.json.
@@ -34,47 +34,54 @@ def read_manifest(artifacts: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-class OnnxStages:
-    """The three exported graphs plus the host-side embedding lookup, on ONNX Runtime."""
+def _session(artifacts: Path, name: str, threads: int, providers: list[str] | None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(artifacts / name), options, providers=providers or ["CPUExecutionProvider"])
+
+
+class OnnxVisionEncoder:
+    """vision_encoder.onnx: one image's patches → its merged embeddings."""
 
     def __init__(self, artifacts: Path, threads: int = 0, providers: list[str] | None = None) -> None:
-        import onnxruntime as ort
+        self.dtype = np.dtype(read_manifest(artifacts)["numpy_dtype"])
+        self.session = _session(Path(artifacts), VISION_FILE, threads, providers)
 
-        self.artifacts = Path(artifacts)
-        self.manifest = read_manifest(self.artifacts)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        providers = providers or ["CPUExecutionProvider"]
-
-        def session(name: str) -> ort.InferenceSession:
-            return ort.InferenceSession(str(self.artifacts / name), options, providers=providers)
-
-        self.vision = session(VISION_FILE)
-        self.language = session(LANGUAGE_FILE)
-        self.head_session = session(HEAD_FILE)
-        self.embed_tokens = np.load(self.artifacts / EMBED_FILE, mmap_mode="r")
-        self.dtype = np.dtype(self.manifest["numpy_dtype"])
-
-    def encode_image(self, pixel_values: np.ndarray, grid_thw: tuple[int, int, int]) -> np.ndarray:
-        """One image's patches → its merged embeddings [h·w/4, hidden]."""
-        feeds = {"pixel_values": pixel_values.astype(self.dtype), "position_ids": vision_position_ids(grid_thw)}
-        embeds = self.vision.run(None, feeds)[0]
+    def __call__(
+        self, pixel_values: np.ndarray, grid_thw: tuple[int, int, int], position_ids: np.ndarray | None = None
+    ) -> np.ndarray:
+        """[h·w, 1176] patches (+ rotary ids, computed here if absent) → [h·w/4, hidden]."""
+        if position_ids is None:
+            position_ids = vision_position_ids(grid_thw)
+        feeds = {"pixel_values": pixel_values.astype(self.dtype), "position_ids": position_ids}
+        embeds = self.session.run(None, feeds)[0]
         expected = pixel_values.shape[0] // (MERGE_SIZE * MERGE_SIZE)
         if embeds.shape[0] != expected:
             raise RuntimeError(f"vision encoder returned {embeds.shape[0]} embeddings, expected {expected}")
         return embeds
+
+
+class OnnxLanguageTower:
+    """Host-side embedding lookup + language_model.onnx: token ids and image embeddings → hidden at <|Reward|>."""
+
+    def __init__(self, artifacts: Path, threads: int = 0, providers: list[str] | None = None) -> None:
+        self.dtype = np.dtype(read_manifest(artifacts)["numpy_dtype"])
+        self.session = _session(Path(artifacts), LANGUAGE_FILE, threads, providers)
+        self.embed_tokens = np.load(Path(artifacts) / EMBED_FILE, mmap_mode="r")
 
     def embed(self, input_ids: np.ndarray, image_embeds: np.ndarray) -> np.ndarray:
         """Token embeddings with the image embeddings in the `<|image_pad|>` slots: [L, hidden]."""
         embeds = np.array(self.embed_tokens[input_ids], dtype=self.dtype)
         slots = input_ids == IMAGE_PAD_TOKEN_ID
         if slots.sum() != len(image_embeds):
-            raise RuntimeError(f"{slots.sum()} image slots but {len(image_embeds)} image embeddings")
+            raise ValueError(f"{slots.sum()} image slots but {len(image_embeds)} image embeddings")
         embeds[slots] = image_embeds
         return embeds
 
-    def tower(self, sequences: list[np.ndarray]) -> np.ndarray:
-        """Right-pad embedded sequences, run the language tower, read the last position: [B, hidden]."""
+    def __call__(self, sequences: list[np.ndarray]) -> np.ndarray:
+        """Right-pad embedded sequences (each ending at <|Reward|>), run the tower: [B, hidden]."""
         lengths = np.array([len(s) for s in sequences], np.int64)
         batch, length, hidden = len(sequences), int(lengths.max()), sequences[0].shape[1]
         inputs_embeds = np.zeros((batch, length, hidden), self.dtype)
@@ -88,28 +95,36 @@ class OnnxStages:
             "attention_mask": attention_mask,
             "reward_index": lengths - 1,
         }
-        return self.language.run(None, feeds)[0]
+        return self.session.run(None, feeds)[0]
 
-    def head(self, hidden: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Reward head in fp32: (mu [B], sigma [B])."""
-        mu, sigma = self.head_session.run(None, {"hidden": hidden.astype(np.float32)})
+
+class OnnxRewardHead:
+    """reward_head.onnx in fp32: hidden [B, hidden] → (mu [B], sigma [B])."""
+
+    def __init__(self, artifacts: Path, threads: int = 0, providers: list[str] | None = None) -> None:
+        self.session = _session(Path(artifacts), HEAD_FILE, threads, providers)
+
+    def __call__(self, hidden: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mu, sigma = self.session.run(None, {"hidden": hidden.astype(np.float32)})
         return mu, sigma
 
 
 class OnnxEngine:
-    """`Engine` over `OnnxStages`: the same math the Triton CPU models run, in one process."""
+    """`Engine` chaining the three stages: the same math the Triton CPU models run, in one process."""
 
     name = "onnxruntime"
 
     def __init__(self, artifacts: Path, threads: int = 0) -> None:
-        self.stages = OnnxStages(artifacts, threads=threads)
+        self.vision = OnnxVisionEncoder(artifacts, threads)
+        self.language = OnnxLanguageTower(artifacts, threads)
+        self.head = OnnxRewardHead(artifacts, threads)
 
     def score(self, batch: Batch) -> np.ndarray:
         offsets = np.cumsum([0] + [h * w for _, h, w in batch.image_grid_thw])
         sequences = []
         for row, grid in enumerate(batch.image_grid_thw):
-            image = self.stages.encode_image(batch.pixel_values[offsets[row] : offsets[row + 1]], tuple(grid))
+            image = self.vision(batch.pixel_values[offsets[row] : offsets[row + 1]], tuple(grid))
             ids = batch.input_ids[row, : batch.reward_index[row] + 1]
-            sequences.append(self.stages.embed(ids, image))
-        mu, sigma = self.stages.head(self.stages.tower(sequences))
+            sequences.append(self.language.embed(ids, image))
+        mu, sigma = self.head(self.language(sequences))
         return np.stack([mu, np.log(sigma)], axis=1).astype(np.float32)

@@ -1,0 +1,45 @@
+"""Triton Python model `preprocess`: IMAGE bytes + PROMPT bytes → patches, rotary ids, grid, token ids."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from hpsv3_serve.errors import InputError, PromptError
+from hpsv3_serve.inputs import prepare_image, vision_position_ids
+from hpsv3_serve.prompt import PromptTokenizer
+
+
+def _scalar(request, name: str) -> bytes:
+    return pb_utils.get_input_tensor_by_name(request, name).as_numpy().reshape(-1)[0]
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
+        parameters = json.loads(args["model_config"])["parameters"]
+        self.tokenizer = PromptTokenizer.from_base(Path(parameters["base"]["string_value"]))
+
+    def _prepare(self, request) -> list:
+        try:
+            prompt = _scalar(request, "PROMPT").decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PromptError("PROMPT", f"not valid UTF-8 ({exc})") from exc
+        image = prepare_image(bytes(_scalar(request, "IMAGE")), allow_urls=False)
+        ids = self.tokenizer.encode_one(prompt, image.num_tokens)
+        return [
+            pb_utils.Tensor("_PIXEL_VALUES", image.pixel_values[None]),
+            pb_utils.Tensor("_POSITION_IDS", vision_position_ids(image.grid_thw)[None]),
+            pb_utils.Tensor("_GRID_THW", np.array([image.grid_thw], np.int64)),
+            pb_utils.Tensor("_INPUT_IDS", ids[None]),
+        ]
+
+    def execute(self, requests: list) -> list:
+        responses = []
+        for request in requests:
+            try:
+                responses.append(pb_utils.InferenceResponse(output_tensors=self._prepare(request)))
+            except InputError as exc:  # this request fails alone; the batch goes on
+                error = pb_utils.TritonError(f"IMAGE {exc}", pb_utils.TritonError.INVALID_ARG)
+                responses.append(pb_utils.InferenceResponse(error=error))
+        return responses

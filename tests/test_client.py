@@ -1,0 +1,143 @@
+"""HPSv3Client against the real tritonserver serving the toy `hpsv3` (MU = image bytes, SIGMA = prompt bytes + 1)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import http.server
+import io
+import math
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hpsv3_client import HPSv3Client, ModelNotReadyError, ServerUnavailableError
+from hpsv3_client.hpsv3_client import encode_image
+from hpsv3_repository.server import TritonServer, free_port
+from PIL import Image
+
+from .conftest import IMAGES
+from .test_triton_server import shared_toy_server
+
+
+@pytest.fixture(scope="session")
+def toy_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> TritonServer:
+    return shared_toy_server(request.config, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def image_site() -> Iterator[str]:
+    """http://127.0.0.1:PORT serving the fixture images."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(IMAGES))
+    handler.log_message = lambda *args: None
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=site.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{site.server_address[1]}"
+    site.shutdown()
+    site.server_close()
+    thread.join(timeout=5)
+
+
+def _expected(image_bytes: bytes, prompt: str) -> tuple[float, float]:
+    return float(len(image_bytes)), float(len(prompt.encode("utf-8")) + 1)
+
+
+def test_scores_every_kind_of_input_in_order(toy_server: TritonServer, image_site: str) -> None:
+    png, jpg = IMAGES / "small_200.png", IMAGES / "photo_800x600.jpg"
+    pil = Image.open(IMAGES / "palette_400.png")
+    data_url = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
+    images = [str(png), jpg, jpg.read_bytes(), pil, data_url, f"{image_site}/gray_300.png"]
+    prompts = ["a", "ä photo", "", "猫 and 犬", "x" * 50, "last"]
+    sent = [png.read_bytes(), jpg.read_bytes(), jpg.read_bytes(), encode_image(pil), png.read_bytes()]
+    sent.append((IMAGES / "gray_300.png").read_bytes())
+
+    results = HPSv3Client(toy_server.grpc_url, concurrency=3).score(images, prompts, progress=True)
+
+    assert [r.error for r in results] == [None] * len(images)
+    for result, data, prompt in zip(results, sent, prompts, strict=True):
+        assert (result.mu, result.sigma) == _expected(data, prompt)
+        assert result.log_sigma == pytest.approx(math.log(result.sigma))
+        assert result.prompt == prompt
+    assert results[0].image == str(png) and results[2].image == f"<{len(sent[2])} bytes>"
+    assert results[3].image == "<PIL image 400x400 P>"
+
+
+def test_pil_images_go_as_lossless_png_in_their_mode() -> None:
+    for name in ("palette_400.png", "rgba_640x480.png", "gray_300.png", "cmyk_500x375.jpg"):
+        image = Image.open(IMAGES / name)
+        image.load()
+        decoded = Image.open(io.BytesIO(encode_image(image)))
+        expected_mode = image.mode if image.mode != "CMYK" else "RGB"  # PNG has no CMYK: sent as the server's RGB
+        assert decoded.mode == expected_mode
+        assert decoded.convert("RGB").tobytes() == image.convert("RGB").tobytes()
+
+
+def test_a_bad_item_fails_only_itself(toy_server: TritonServer) -> None:
+    client = HPSv3Client(toy_server.grpc_url)
+    results = client.score([b"good", b"BAD image", b"fine!"], "p")
+    assert [r.ok for r in results] == [True, False, True]
+    assert "bad image" in results[1].error and results[1].mu is None and results[1].sigma is None
+    assert (results[0].mu, results[2].mu) == (4.0, 5.0)
+    assert client.score([b"after"], "p")[0].mu == 5.0  # the next request is served normally
+
+
+def test_unreadable_items_fail_client_side(toy_server: TritonServer, tmp_path: Path) -> None:
+    missing = tmp_path / "missing.png"
+    results = HPSv3Client(toy_server.grpc_url).score(
+        [missing, "data:image/png,notbase64", b"ok", 42, tmp_path], ["p", "p", "p", "p", "p"]
+    )
+    assert [r.ok for r in results] == [False, False, True, False, False]
+    assert results[0].error == f"{missing}: no such file"
+    assert "data: URL" in results[1].error
+    assert "not int" in results[3].error
+    assert results[4].error == f"{tmp_path}: not a regular file"
+
+
+def test_prompt_errors_are_per_item(toy_server: TritonServer) -> None:
+    results = HPSv3Client(toy_server.grpc_url).score([b"a", b"b", b"c"], ["ok", "\ud800", 7])
+    assert [r.ok for r in results] == [True, False, False]
+    assert "UTF-8" in results[1].error and "must be text" in results[2].error
+
+
+def test_prompt_count_must_match() -> None:
+    with pytest.raises(ValueError, match="2 images but 1 prompts"):
+        HPSv3Client().score([b"a", b"b"], ["one"])
+
+
+def test_unreachable_server_is_a_quick_clear_error() -> None:
+    url = f"127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with pytest.raises(ServerUnavailableError, match=rf"no Triton server answers at {url}.*hpsv3 serve"):
+        HPSv3Client(url, retries=2, backoff_s=0.05).score([b"a"], "p")
+    assert time.monotonic() - started < 10
+
+
+def test_unknown_model_is_a_clear_error(toy_server: TritonServer) -> None:
+    with pytest.raises(ModelNotReadyError, match=r"'nope' is not ready.*hpsv3 \(ready\)"):
+        HPSv3Client(toy_server.grpc_url, model="nope").score([b"a"], "p")
+
+
+def test_async_api_with_many_requests_in_flight(toy_server: TritonServer) -> None:
+    images = [b"x" * n for n in range(1, 41)]
+
+    async def main() -> list:
+        async with HPSv3Client(toy_server.grpc_url, concurrency=8) as client:
+            await client.wait_ready(timeout_s=10)
+            first = await client.score_async(images, "pr")
+            second = await client.score_async(images[:3], ["a", "bb", "ccc"])
+            return first + second
+
+    results = asyncio.run(main())
+    assert [r.mu for r in results] == [float(n) for n in range(1, 41)] + [1.0, 2.0, 3.0]
+    assert [r.sigma for r in results] == [3.0] * 40 + [2.0, 3.0, 4.0]
+
+
+def test_score_works_inside_a_running_loop(toy_server: TritonServer) -> None:
+    async def main() -> list:
+        return HPSv3Client(toy_server.grpc_url).score([b"abc"], "p")  # e.g. from a notebook cell
+
+    assert asyncio.run(main())[0].mu == 3.0

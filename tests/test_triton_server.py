@@ -1,0 +1,137 @@
+"""The real tritonserver (from the nvidia-pytriton wheel) on the toy repository: start, serve, stop, fail clearly."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from hpsv3_repository.server import ServerStartError, TritonServer, free_port
+
+from .conftest import IMAGES
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TOY_REPOSITORY = Path(__file__).parent / "fixtures" / "toy_repository"
+RAW_EXAMPLE = REPO_ROOT / "client" / "raw_tritonclient_example.py"
+STUB = "triton_python_backend_stub"
+_SERVER = pytest.StashKey[TritonServer]()
+
+
+def shared_toy_server(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> TritonServer:
+    """The session's one toy server (its toy model imports numpy and hpsv3_serve: loading proves the venv)."""
+    if _SERVER not in config.stash:
+        server = TritonServer(
+            TOY_REPOSITORY,
+            grpc_port=free_port(),
+            http_port=free_port(),
+            metrics_port=free_port(),
+            workdir=tmp_path_factory.mktemp("triton"),
+        )
+        server.start(timeout_s=120)
+        config.add_cleanup(server.stop)
+        config.stash[_SERVER] = server
+    return config.stash[_SERVER]
+
+
+@pytest.fixture(scope="session")
+def toy_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> TritonServer:
+    return shared_toy_server(request.config, tmp_path_factory)
+
+
+def _processes() -> dict[int, tuple[int, int, str]]:
+    """pid → (parent pid, process group, command line) of every live (non-zombie) process, from /proc."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        state, ppid, pgid = stat[stat.rindex(")") + 2 :].split()[:3]
+        if state != "Z":
+            table[int(entry.name)] = (int(ppid), int(pgid), cmdline)
+    return table
+
+
+def _descendants(pid: int) -> set[int]:
+    table = _processes()
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, (parent, _, _) in table.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def test_server_is_ready_on_loopback(toy_server: TritonServer) -> None:
+    assert toy_server.grpc_url == f"127.0.0.1:{toy_server.grpc_port}"
+    with urllib.request.urlopen(f"{toy_server.http_url}/v2/health/ready", timeout=5) as response:
+        assert response.status == 200
+    with grpcclient.InferenceServerClient(toy_server.grpc_url) as client:
+        assert client.is_model_ready("hpsv3")
+        config = client.get_model_config("hpsv3", as_json=True)["config"]
+    assert config["max_batch_size"] == 8 and "dynamic_batching" in config
+
+
+def test_raw_tritonclient_example(toy_server: TritonServer) -> None:
+    image, prompt = IMAGES / "small_200.png", "a cat, 猫"
+    result = subprocess.run(
+        [sys.executable, str(RAW_EXAMPLE), toy_server.grpc_url, str(image), prompt],
+        capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    expected_sigma = len(prompt.encode("utf-8")) + 1
+    assert result.stdout.strip() == f"mu={image.stat().st_size:.4f} sigma={expected_sigma:.4f}"
+
+
+def test_metrics_endpoint(toy_server: TritonServer) -> None:
+    with grpcclient.InferenceServerClient(toy_server.grpc_url) as client:
+        inputs = [grpcclient.InferInput(name, [1, 1], "BYTES") for name in ("IMAGE", "PROMPT")]
+        for tensor in inputs:
+            tensor.set_data_from_numpy(np.array([[b"abc"]], dtype=object))
+        client.infer("hpsv3", inputs)
+    with urllib.request.urlopen(toy_server.metrics_url, timeout=5) as response:
+        text = response.read().decode()
+    assert 'nv_inference_request_success{model="hpsv3"' in text
+
+
+def test_port_taken_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        server = TritonServer(TOY_REPOSITORY, grpc_port=port, http_port=None, metrics_port=None, workdir=tmp_path)
+        with pytest.raises(ServerStartError, match=rf"grpc port {port} on 127\.0\.0\.1 is already in use.*--grpc-port"):
+            server.start()
+    assert not server.is_running()
+
+
+def test_failing_model_reports_the_log(tmp_path: Path) -> None:
+    repository = tmp_path / "repository"
+    shutil.copytree(TOY_REPOSITORY, repository)
+    (repository / "hpsv3" / "1" / "model.py").write_text('raise ImportError("toy model cannot load")\n')
+    server = TritonServer(repository, grpc_port=free_port(), http_port=None, metrics_port=None, workdir=tmp_path)
+    with pytest.raises(ServerStartError, match="exited with code") as caught:
+        server.start(timeout_s=60)
+    assert "toy model cannot load" in str(caught.value)
+    assert str(server.log_path) in str(caught.value)
+
+
+def test_stop_leaves_no_processes_behind() -> None:
+    server = TritonServer(TOY_REPOSITORY, grpc_port=free_port(), http_port=None, metrics_port=None)  # gRPC readiness
+    server.start(timeout_s=120)
+    pid, workdir = server.pid, server.workdir
+    try:
+        children = _descendants(pid)
+        assert any(STUB in _processes().get(child, (0, 0, ""))[2] for child in children), "no backend stub seen"
+    finally:
+        server.stop()
+    left = {p: row for p, row in _processes().items() if p in children | {pid} or row[1] == pid}
+    assert not left, f"left behind: {left}"
+    assert not workdir.exists(), "a clean stop removes its temporary work directory"
+    assert not server.is_running()
