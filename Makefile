@@ -20,7 +20,7 @@ $(TINY_CKPT): $(STAMP)
 	$(VENV)/bin/hpsv3 make-tiny $(TINY)
 
 demo: $(TINY_CKPT)
-	$(VENV)/bin/hpsv3 score --input examples/prompts.jsonl --checkpoint $(TINY_CKPT) --base $(TINY)/base
+	$(PY) examples/demo.py --tiny $(TINY) --workdir build/demo
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -266,7 +266,7 @@ class HPSv3Client:
             return []
         await self._connect()
         slots = asyncio.Semaphore(self.concurrency)
-        bar = tqdm(total=len(images), unit="img", disable=not progress)
+        bar = tqdm(total=len(images), unit="img", disable=None if progress else True)
 
         async def one(image: ImageInput, prompt: str) -> ScoreResult:
             async with slots:

@@ -9,12 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import __version__
+from .results import format_table
 
 EPILOG = """examples:
   hpsv3 make-tiny build/tiny                      # tiny offline model for tests and demos
-  hpsv3 score cat.png dog.jpg --prompt "a cat"    # official MizzenAI/HPSv3 from the hub
-  hpsv3 score --input pairs.jsonl --format jsonl --checkpoint build/tiny/HPSv3-tiny.safetensors \\
-      --base build/tiny/base
+  hpsv3 score cat.png dog.jpg --prompt "a cat"    # official MizzenAI/HPSv3 from the hub, in-process
+  hpsv3 serve --checkpoint build/tiny/HPSv3-tiny.safetensors --base build/tiny/base   # Triton on :8001
+  hpsv3 score --endpoint 127.0.0.1:8001 --input pairs.jsonl --format jsonl           # over gRPC
+  hpsv3 export --checkpoint C --base B --out onnx/ # ONNX stages + parity report
 """
 
 
@@ -36,23 +38,6 @@ def _read_input_file(path: Path, images_root: Path | None) -> Iterator[tuple[str
             yield (image, prompt)
 
 
-def _table(rows: list[dict]) -> str:
-    """A plain aligned table: #, mu, sigma, image, prompt (or error)."""
-
-    def clip(text: str, width: int, keep_end: bool = False) -> str:
-        text = text.replace("\n", "⏎").replace("\t", " ")
-        if len(text) <= width:
-            return text
-        return "…" + text[1 - width :] if keep_end else text[: width - 1] + "…"
-
-    lines = [f"{'#':>3}  {'mu':>9}  {'sigma':>8}  {'image':<34}  prompt"]
-    for number, row in enumerate(rows, 1):
-        scores = f"{row['mu']:>9.4f}  {row['sigma']:>8.4f}" if "mu" in row else f"{'error':>9}  {'':>8}"
-        tail = clip(row["prompt"], 40) if "mu" in row else clip(row["error"], 70)
-        lines.append(f"{number:>3}  {scores}  {clip(row['image'], 34, keep_end=True):<34}  {tail}")
-    return "\n".join(lines)
-
-
 def cmd_score(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -66,14 +51,21 @@ def cmd_score(args: argparse.Namespace) -> int:
     if not pairs:
         print("hpsv3 score: nothing to score; give IMAGE paths or --input FILE.jsonl (see --help)", file=sys.stderr)
         return 2
+    good = [pair for pair in pairs if isinstance(pair, tuple)]
+    images, prompts = [image for image, _ in good], [prompt for _, prompt in good]
     try:
-        scorer = Scorer.from_pretrained(args.checkpoint, args.base, args.device, args.dtype, args.batch_size)
+        if args.endpoint:
+            from hpsv3_client import HPSv3Client
+
+            client = HPSv3Client(args.endpoint, concurrency=args.concurrency, timeout_s=args.timeout)
+            scored = iter(client.score(images, prompts, progress=True))
+        else:
+            scorer = Scorer.from_pretrained(args.checkpoint, args.base, args.device, args.dtype, args.batch_size)
+            scored = scorer.iter_score(images, prompts)
     except HPSv3Error as exc:
         print(f"hpsv3 score: {exc}", file=sys.stderr)
         return 2
-    good = [pair for pair in pairs if isinstance(pair, tuple)]
-    scored = scorer.iter_score([image for image, _ in good], [prompt for _, prompt in good])
-    progress = tqdm(total=len(pairs), unit="img", disable=None, file=sys.stderr)
+    progress = tqdm(total=len(pairs), unit="img", disable=None if not args.endpoint else True, file=sys.stderr)
     rows = []
     for pair in pairs:
         result = next(scored) if isinstance(pair, tuple) else ScoreResult(image="", prompt="", error=pair)
@@ -84,7 +76,7 @@ def cmd_score(args: argparse.Namespace) -> int:
             print(json.dumps(row, ensure_ascii=False), flush=True)
     progress.close()
     if args.format == "table":
-        print(_table(rows))
+        print(format_table(rows))
     failed = sum("error" in row for row in rows)
     if failed:
         print(f"hpsv3 score: {failed} of {len(rows)} items failed (see their error)", file=sys.stderr)
@@ -106,6 +98,42 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from hpsv3_export.onnx_export import export_onnx
+
+    from .checkpoint import resolve_base, resolve_checkpoint
+    from .errors import HPSv3Error
+
+    try:
+        manifest = export_onnx(
+            resolve_checkpoint(args.checkpoint), resolve_base(args.base), args.out, args.dtype, args.tolerance
+        )
+    except HPSv3Error as exc:
+        print(f"hpsv3 export: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"out": str(args.out), "parity": manifest["parity"], "seconds": manifest["export_seconds"]}))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from hpsv3_repository.serve import ServeOptions, default_workdir, prepare_server, serve_forever
+
+    from .checkpoint import resolve_base, resolve_checkpoint
+    from .errors import HPSv3Error
+
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"hpsv3 serve: WARNING: binding to {args.host} exposes the endpoint beyond this machine", file=sys.stderr)
+    options = ServeOptions(args.host, args.grpc_port, args.http_port, args.metrics_port, args.instances)
+    try:
+        server = prepare_server(
+            resolve_checkpoint(args.checkpoint), resolve_base(args.base), args.workdir or default_workdir(), options
+        )
+        return serve_forever(server)
+    except HPSv3Error as exc:
+        print(f"hpsv3 serve: {exc}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .checkpoint import DEFAULT_BASE, DEFAULT_CHECKPOINT, DTYPES
 
@@ -120,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     score = verbs.add_parser(
         "score",
-        help="score images for prompts in-process",
+        help="score images for prompts (in-process, or on an --endpoint)",
         description="Score (image, prompt) pairs with the reward model in this process. Prints mu (the "
         "score; higher is preferred; no fixed range) and sigma (its uncertainty). Items that cannot be "
         "scored get an error and the rest are still scored; the exit status is 1 if any item failed.",
@@ -136,7 +164,42 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="weights dtype (rm_head stays fp32)")
     score.add_argument("--batch-size", type=int, default=8, help="pairs per forward pass")
     score.add_argument("--format", default="table", choices=["table", "jsonl"], help="output format")
+    score.add_argument("--endpoint", help="score on a served endpoint HOST:GRPC_PORT instead of in-process")
+    score.add_argument("--concurrency", type=int, default=16, help="requests in flight (--endpoint)")
+    score.add_argument("--timeout", type=float, default=60.0, help="seconds per request (--endpoint)")
     score.set_defaults(func=cmd_score)
+
+    export = verbs.add_parser(
+        "export",
+        help="export the vision encoder, language tower and reward head to ONNX",
+        description="Export the three stages to ONNX (opset 23), run each stage and the whole chain against "
+        "the PyTorch reference, and write manifest.json with the parity report. Fails when parity is off.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    export.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="HPSv3 .safetensors file, folder or hub id")
+    export.add_argument("--base", default=DEFAULT_BASE, help="Qwen2-VL folder or hub id (config + tokenizer only)")
+    export.add_argument("--out", type=Path, required=True, help="artifacts folder")
+    export.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="ONNX weights dtype")
+    export.add_argument("--tolerance", type=float, help="max |Δ| allowed vs PyTorch (default 1e-4 fp32)")
+    export.set_defaults(func=cmd_export)
+
+    serve = verbs.add_parser(
+        "serve",
+        help="serve the model with Triton (gRPC, HTTP, metrics)",
+        description="Export the ONNX stages if missing or stale (content hash), render the Triton model "
+        "repository and run the tritonserver shipped in nvidia-pytriton until Ctrl-C / SIGTERM. Binds to "
+        "127.0.0.1 unless --host says otherwise.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    serve.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="HPSv3 .safetensors file, folder or hub id")
+    serve.add_argument("--base", default=DEFAULT_BASE, help="Qwen2-VL folder or hub id (config + tokenizer only)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it: be sure)")
+    serve.add_argument("--grpc-port", type=int, default=8001, help="gRPC port")
+    serve.add_argument("--http-port", type=int, default=8000, help="HTTP port")
+    serve.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port")
+    serve.add_argument("--instances", type=int, default=2, help="preprocessing instances (CPU decode/resize)")
+    serve.add_argument("--workdir", type=Path, help="artifacts, repository, log (default ~/.cache/hpsv3_serve/serve)")
+    serve.set_defaults(func=cmd_serve)
 
     tiny = verbs.add_parser(
         "make-tiny",

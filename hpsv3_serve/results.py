@@ -25,3 +25,20 @@ class ScoreResult:
         data = asdict(self)
         drop = ("mu", "sigma", "log_sigma") if self.error else ("error",)
         return {key: value for key, value in data.items() if key not in drop}
+
+
+def format_table(rows: list[dict]) -> str:
+    """A plain aligned table of `ScoreResult.to_dict()` rows: #, mu, sigma, image, prompt (or error)."""
+
+    def clip(text: str, width: int, keep_end: bool = False) -> str:
+        text = text.replace("\n", "⏎").replace("\t", " ")
+        if len(text) <= width:
+            return text
+        return "…" + text[1 - width :] if keep_end else text[: width - 1] + "…"
+
+    lines = [f"{'#':>3}  {'mu':>9}  {'sigma':>8}  {'image':<34}  prompt"]
+    for number, row in enumerate(rows, 1):
+        scores = f"{row['mu']:>9.4f}  {row['sigma']:>8.4f}" if "mu" in row else f"{'error':>9}  {'':>8}"
+        tail = clip(row["prompt"], 40) if "mu" in row else clip(row["error"], 70)
+        lines.append(f"{number:>3}  {scores}  {clip(row['image'], 34, keep_end=True):<34}  {tail}")
+    return "\n".join(lines)

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from hpsv3_repository.build import render, settings_for
+from hpsv3_repository.server import TritonServer, free_port
 from hpsv3_serve.scorer import Scorer
 from hpsv3_serve.tiny import TINY_CHECKPOINT, make_tiny
 
 TESTS = Path(__file__).parent
 IMAGES = TESTS / "fixtures" / "images"
 GOLDEN = TESTS / "golden" / "official_tiny.json"
+TOY_REPOSITORY = TESTS / "fixtures" / "toy_repository"
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +43,37 @@ def tiny_checkpoint(tiny: Path) -> Path:
 @pytest.fixture(scope="session")
 def scorer(tiny: Path, tiny_checkpoint: Path) -> Scorer:
     return Scorer.from_pretrained(tiny_checkpoint, tiny / "base", batch_size=4)
+
+
+def _running(repository: Path, workdir: Path) -> Iterator[TritonServer]:
+    server = TritonServer(
+        repository, grpc_port=free_port(), http_port=free_port(), metrics_port=free_port(), workdir=workdir
+    )
+    server.start(timeout_s=180)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def toy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    """The real tritonserver on a toy `hpsv3` (MU = image bytes, SIGMA = prompt bytes + 1); it imports
+    numpy and hpsv3_serve, so loading it proves the stub sees this venv."""
+    yield from _running(TOY_REPOSITORY, tmp_path_factory.mktemp("toy-triton"))
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tiny: Path, tiny_checkpoint: Path) -> Path:
+    """`hpsv3 export` of the tiny model (verified against PyTorch while exporting)."""
+    from hpsv3_export.onnx_export import export_onnx
+
+    export_onnx(tiny_checkpoint, tiny / "base", tiny / "onnx")
+    return tiny / "onnx"
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tiny_artifacts: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    """The real CPU repository of the tiny model, served by the real tritonserver."""
+    repository = render("cpu", settings_for(tiny_artifacts), tmp_path_factory.mktemp("repo") / "repository")
+    yield from _running(repository, tmp_path_factory.mktemp("tiny-triton"))

@@ -14,18 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
+
 from hpsv3_client import HPSv3Client, ModelNotReadyError, ServerUnavailableError
 from hpsv3_client.hpsv3_client import encode_image
 from hpsv3_repository.server import TritonServer, free_port
-from PIL import Image
 
 from .conftest import IMAGES
-from .test_triton_server import shared_toy_server
-
-
-@pytest.fixture(scope="session")
-def toy_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> TritonServer:
-    return shared_toy_server(request.config, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -12,36 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+
 from hpsv3_repository.server import ServerStartError, TritonServer, free_port
 
-from .conftest import IMAGES
+from .conftest import IMAGES, TOY_REPOSITORY
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TOY_REPOSITORY = Path(__file__).parent / "fixtures" / "toy_repository"
 RAW_EXAMPLE = REPO_ROOT / "client" / "raw_tritonclient_example.py"
 STUB = "triton_python_backend_stub"
-_SERVER = pytest.StashKey[TritonServer]()
-
-
-def shared_toy_server(config: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> TritonServer:
-    """The session's one toy server (its toy model imports numpy and hpsv3_serve: loading proves the venv)."""
-    if _SERVER not in config.stash:
-        server = TritonServer(
-            TOY_REPOSITORY,
-            grpc_port=free_port(),
-            http_port=free_port(),
-            metrics_port=free_port(),
-            workdir=tmp_path_factory.mktemp("triton"),
-        )
-        server.start(timeout_s=120)
-        config.add_cleanup(server.stop)
-        config.stash[_SERVER] = server
-    return config.stash[_SERVER]
-
-
-@pytest.fixture(scope="session")
-def toy_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> TritonServer:
-    return shared_toy_server(request.config, tmp_path_factory)
 
 
 def _processes() -> dict[int, tuple[int, int, str]]:

@@ -1,0 +1,606 @@
+"""Throughput of the HPSv3 Triton endpoint vs the in-process scorer vs the official inferencer, in ONE run.
+
+Self-contained, on the tiny model (starts tritonserver on free loopback ports, stops it after):
+
+    python benchmarks/throughput.py --serve --artifacts build/tiny/onnx
+
+Against a server that is already running (no server-side variants then):
+
+    python benchmarks/throughput.py --endpoint 127.0.0.1:8001 --artifacts build/tiny/onnx
+
+Measured, on the same images and prompt mix, interleaved over --rounds rounds (the median round is reported,
+so that a burst of noise on a shared machine hits every system alike):
+  * endpoint: HPSv3Client at each --concurrency; images/s and p50/p90/p99 per-request latency, plus the server's
+    own per-model queue/compute times (Triton statistics) and transport/other = client latency − server time;
+  * in-process: `Scorer` (torch engine, and ONNX Runtime engine when --artifacts is given) at each --batch-sizes;
+  * official: `HPSv3RewardInferencer` (benchmarks/official_inferencer.py in --official-venv) at each batch size;
+  * stages: decode+convert, resize, patchify, tokenise, vision encoder, language tower, reward head, timed
+    one by one in-process with the ONNX stages the server runs.
+Server variants (--serve only) render the repository with other settings, e.g.
+    --variant 1thread:threads=1 --variant 2vision:threads=1,vision_instances=2
+Writes throughput.md and throughput.json to --output and prints both; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+IMAGES = REPO / "tests" / "fixtures" / "images"
+DEFAULT_IMAGES = [
+    IMAGES / name
+    for name in ("square_512.png", "rgba_640x480.png", "gray_300.png", "photo_800x600.jpg", "small_200.png")
+    + ("wide_1920x1080.jpg", "tall_300x900.png", "cmyk_500x375.jpg")
+]
+PROMPTS = [
+    "a cute chibi anime cartoon fox, smiling, wagging tail",
+    "a red balloon over a quiet lake",
+    "sunset over mountains with a cat and a rainbow, highly detailed digital painting",
+    "a lighthouse at night",
+]
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
+SERVER_MODELS = ("hpsv3", "preprocess", "vision_encoder", "language_model", "reward_head")
+TARGETS = {"endpoint / official": 2.0, "endpoint / in-process": 0.85}
+
+
+def log(message: str) -> None:
+    print(f"[throughput {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def pairs(images: list[Path], count: int) -> tuple[list[str], list[str]]:
+    """`count` (image, prompt) pairs cycling through the images; the prompt mix is fixed."""
+    return [str(images[i % len(images)]) for i in range(count)], [PROMPTS[i % len(PROMPTS)] for i in range(count)]
+
+
+@dataclass
+class Measurement:
+    """One system at one setting, measured once per round."""
+
+    system: str
+    setting: str
+    rounds: list[float] = field(default_factory=list)  # images/s per round
+    latencies_s: list[float] = field(default_factory=list)  # per request, all rounds (endpoint only)
+    server: dict[str, dict[str, float]] = field(default_factory=dict)  # Triton statistics deltas, summed
+    wall_s: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def images_per_s(self) -> float:
+        return statistics.median(self.rounds) if self.rounds else 0.0
+
+    def summary(self) -> dict:
+        data = {
+            "system": self.system,
+            "setting": self.setting,
+            "images_per_s": self.images_per_s,
+            "rounds_images_per_s": self.rounds,
+            "errors": self.errors[:5],
+        }
+        if self.latencies_s:
+            p50, p90, p99 = np.percentile(np.array(self.latencies_s) * 1000, [50, 90, 99]).tolist()
+            data.update(latency_ms={"p50": p50, "p90": p90, "p99": p99, "mean": 1000 * statistics.mean(self.latencies_s)})
+        if self.server:
+            data["server"] = server_breakdown(self.server, self.wall_s, data.get("latency_ms", {}).get("mean", 0.0))
+        return data
+
+
+# -- the endpoint --------------------------------------------------------------------------------------------
+
+
+def server_snapshot(url: str) -> dict[str, dict[str, float]]:
+    """Cumulative Triton statistics per model: request counts, ns per phase, batch executions, busy ns."""
+    import tritonclient.grpc as grpcclient
+
+    with grpcclient.InferenceServerClient(url) as client:
+        response = client.get_inference_statistics(model_name="")
+    snapshot = {}
+    for model in response.model_stats:
+        stats = model.inference_stats
+        busy = sum(b.compute_input.ns + b.compute_infer.ns + b.compute_output.ns for b in model.batch_stats)
+        snapshot[model.name] = {
+            "requests": stats.success.count,
+            "request_ns": stats.success.ns,
+            "queue_ns": stats.queue.ns,
+            "compute_ns": stats.compute_input.ns + stats.compute_infer.ns + stats.compute_output.ns,
+            "executions": model.execution_count,
+            "inferences": model.inference_count,
+            "busy_ns": busy,
+        }
+    return snapshot
+
+
+def server_breakdown(totals: dict[str, dict[str, float]], wall_s: float, client_mean_ms: float) -> dict:
+    """Per model: queue and compute ms per request, images per execution, busy ms per image and share of wall."""
+    models = {}
+    for name, t in totals.items():
+        requests = max(t["requests"], 1)
+        models[name] = {
+            "requests": t["requests"],
+            "request_ms": t["request_ns"] / requests / 1e6,
+            "queue_ms": t["queue_ns"] / requests / 1e6,
+            "compute_ms": t["compute_ns"] / requests / 1e6,
+            "avg_batch": t["inferences"] / max(t["executions"], 1),
+            "busy_ms_per_image": t["busy_ns"] / requests / 1e6,
+            "busy_share_of_wall": t["busy_ns"] / 1e9 / wall_s if wall_s else 0.0,
+        }
+    server_ms = models.get("hpsv3", {}).get("request_ms", 0.0)
+    return {"models": models, "server_ms": server_ms, "transport_other_ms": client_mean_ms - server_ms}
+
+
+async def drive(url: str, images: list[str], prompts: list[str], concurrency: int) -> tuple[float, list[float], list]:
+    """Send every pair as its own request, `concurrency` in flight; (wall s, latencies s, errors)."""
+    from hpsv3_client import HPSv3Client
+
+    async with HPSv3Client(url, concurrency=concurrency, timeout_s=120) as client:
+        await client.wait_ready(timeout_s=60)
+        queue = list(zip(images, prompts, strict=True))[::-1]
+        latencies: list[float] = []
+        errors: list[str] = []
+
+        async def worker() -> None:
+            while queue:
+                image, prompt = queue.pop()
+                started = time.perf_counter()
+                (result,) = await client.score_async([image], [prompt])
+                latencies.append(time.perf_counter() - started)
+                if result.error:
+                    errors.append(result.error)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - started, latencies, errors
+
+
+def endpoint_runner(measurement: Measurement, url: str, images: list[Path], concurrency: int, count: int):
+    def run() -> None:
+        before = server_snapshot(url)
+        wall, latencies, errors = asyncio.run(drive(url, *pairs(images, count), concurrency))
+        after = server_snapshot(url)
+        measurement.rounds.append(count / wall)
+        measurement.latencies_s += latencies
+        measurement.errors += errors
+        measurement.wall_s += wall
+        for name in after:
+            if name in SERVER_MODELS:
+                total = measurement.server.setdefault(name, dict.fromkeys(after[name], 0))
+                for key, value in after[name].items():
+                    total[key] += value - before.get(name, {}).get(key, 0)
+
+    return run
+
+
+def warm_endpoint(url: str, images: list[Path], concurrency: int) -> None:
+    wall, _, errors = asyncio.run(drive(url, *pairs(images, max(len(images), concurrency) * 2), concurrency))
+    if errors:
+        raise RuntimeError(f"the endpoint at {url} fails requests: {errors[0]}")
+
+
+# -- in-process and official ---------------------------------------------------------------------------------
+
+
+def inprocess_runner(measurement: Measurement, scorer, images: list[Path], count: int):
+    def run() -> None:
+        batch = pairs(images, count)
+        started = time.perf_counter()
+        results = scorer.score(*batch)
+        measurement.rounds.append(count / (time.perf_counter() - started))
+        measurement.errors += [r.error for r in results if r.error]
+
+    return run
+
+
+class OfficialWorker:
+    """benchmarks/official_inferencer.py in the official venv, answering one JSON line per request."""
+
+    def __init__(self, venv: Path, checkpoint: Path, base: Path) -> None:
+        command = [str(venv / "bin" / "python"), str(Path(__file__).with_name("official_inferencer.py"))]
+        command += ["--checkpoint", str(checkpoint), "--base", str(base)]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.ready = self._answer()
+
+    def _answer(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the official inferencer exited with code {self.process.wait()} (see stderr)")
+        return json.loads(line)
+
+    def time(self, images: list[Path], batch_size: int, count: int) -> float:
+        paths, prompts = pairs(images, len(images))
+        request = {"images": paths, "prompts": prompts, "batch_size": batch_size, "count": count}
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        return self._answer()["images_per_s"]
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(60)
+
+
+# -- stages --------------------------------------------------------------------------------------------------
+
+
+def stage_times(artifacts: Path, images: list[Path], rounds: int) -> dict[str, float]:
+    """Median over rounds of the ms per image each stage costs, run one after another in this process."""
+    from hpsv3_serve import inputs
+    from hpsv3_serve.engines.onnx_engine import BASE_DIR, OnnxLanguageTower, OnnxRewardHead, OnnxVisionEncoder
+    from hpsv3_serve.prompt import PromptTokenizer
+
+    tokenizer = PromptTokenizer.from_base(artifacts / BASE_DIR)
+    vision, language, head = OnnxVisionEncoder(artifacts), OnnxLanguageTower(artifacts), OnnxRewardHead(artifacts)
+    paths, prompts = pairs(images, len(images))
+    per_round: list[dict[str, float]] = []
+    for _ in range(rounds + 1):  # the first round warms up
+        spent: dict[str, float] = {}
+
+        def timed(stage: str, fn: Callable, *args):
+            started = time.perf_counter()
+            value = fn(*args)
+            spent[stage] = spent.get(stage, 0.0) + time.perf_counter() - started
+            return value
+
+        sequences = []
+        for path, prompt in zip(paths, prompts, strict=True):
+            image = timed("decode + convert RGB", inputs.load_image, path)
+            resized = timed("smart_resize + BICUBIC", inputs.resize, image)
+            prepared = timed("patchify", inputs.patchify, resized)
+            ids = timed("tokenise", tokenizer.encode_one, prompt, prepared.num_tokens)
+            embeds = timed("vision encoder", vision, prepared.pixel_values, prepared.grid_thw)
+            sequences.append(timed("embed lookup + scatter", language.embed, ids, embeds))
+        hidden = timed(f"language tower (batch {len(sequences)})", language, sequences)
+        for sequence in sequences:
+            timed("language tower (batch 1)", language, [sequence])
+        timed(f"reward head (batch {len(sequences)})", head, hidden)
+        per_round.append({stage: 1000 * seconds / len(paths) for stage, seconds in spent.items()})
+    return {stage: statistics.median(r[stage] for r in per_round[1:]) for stage in per_round[0]}
+
+
+# -- the report ----------------------------------------------------------------------------------------------
+
+
+def machine_facts() -> dict:
+    packages = ("torch", "transformers", "onnxruntime", "tritonclient", "nvidia-pytriton", "numpy", "pillow")
+    versions = {}
+    for name in packages:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    cpu = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo") if "model name" in line), "?")
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_model": cpu,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+    }
+
+
+def _read(path: str) -> list[str]:
+    try:
+        return Path(path).read_text().splitlines()
+    except OSError:
+        return []
+
+
+def cpu_counters() -> tuple[float, float]:
+    """(total, steal) jiffies from /proc/stat: steal is CPU time the hypervisor gave to someone else."""
+    fields = next((line.split()[1:] for line in _read("/proc/stat") if line.startswith("cpu ")), ["0"] * 8)
+    values = [float(v) for v in fields]
+    return sum(values), values[7] if len(values) > 7 else 0.0
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        f"# HPSv3 throughput ({report['date']})",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        f"Machine: {report['machine']['cpus_usable']} usable cores ({report['machine']['cpu_model']}), "
+        f"{report['machine']['platform']}, Python {report['machine']['python']}; "
+        + ", ".join(f"{k} {v}" for k, v in report["machine"]["versions"].items() if v)
+        + (f"; official: {report['official_versions']}" if report.get("official_versions") else "")
+        + f". Noise: load average {report['noise']['loadavg_before']} → {report['noise']['loadavg_after']}, "
+        f"steal {report['noise']['steal_percent']:.1f} % of CPU time during the run.",
+        "",
+        f"{report['requests']} images per measurement, {report['rounds']} interleaved rounds, median round reported "
+        f"(range = slowest–fastest round); {report['images']} images, {len(PROMPTS)} prompts cycled.",
+        "",
+        "| system | setting | images/s | range | p50 ms | p90 ms | p99 ms |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for m in report["measurements"]:
+        lat = m.get("latency_ms", {})
+        spread = f"{min(m['rounds_images_per_s']):.1f}–{max(m['rounds_images_per_s']):.1f}"
+        lines.append(
+            f"| {m['system']} | {m['setting']} | {m['images_per_s']:.2f} | {spread} | {_fmt(lat.get('p50'))} "
+            f"| {_fmt(lat.get('p90'))} | {_fmt(lat.get('p99'))} |"
+        )
+    lines += ["", "| ratio | value | target | met |", "|---|---:|---:|---|"]
+    for ratio in report["ratios"]:
+        met = "—" if ratio["target"] is None else ("yes" if ratio["value"] >= ratio["target"] else "**no**")
+        lines.append(f"| {ratio['name']} | {ratio['value']:.2f}× | {_fmt(ratio['target'], 2)} | {met} |")
+    if report.get("stages_ms"):
+        lines += ["", "In-process stages, one after another (ms per image, median round):", ""]
+        lines += ["| stage | ms/image |", "|---|---:|"]
+        lines += [f"| {stage} | {ms:.2f} |" for stage, ms in report["stages_ms"].items()]
+    servers = [m for m in report["measurements"] if "server" in m]
+    if servers:
+        lines += [
+            "",
+            "Server side (Triton statistics over the measured requests): queue / compute ms per request, "
+            "images per execution; transport/other = client latency − server time:",
+            "",
+            "| endpoint | client ms | server ms | transport/other ms | "
+            + " | ".join(SERVER_MODELS[1:])
+            + " | busy core-ms/image |",
+            "|---|---:|---:|---:|" + "---|" * (len(SERVER_MODELS) - 1) + "---:|",
+        ]
+        for m in servers:
+            s, models = m["server"], m["server"]["models"]
+            cells = [
+                f"{models[n]['queue_ms']:.1f} / {models[n]['compute_ms']:.1f} (b {models[n]['avg_batch']:.1f})"
+                if n in models
+                else "—"
+                for n in SERVER_MODELS[1:]
+            ]
+            busy = sum(models[n]["busy_ms_per_image"] for n in SERVER_MODELS[1:] if n in models)
+            lines.append(
+                f"| {m['system']} {m['setting']} | {m['latency_ms']['mean']:.1f} | {s['server_ms']:.1f} "
+                f"| {s['transport_other_ms']:.1f} | " + " | ".join(cells) + f" | {busy:.1f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def ratios(measurements: list[Measurement]) -> list[dict]:
+    def best(prefix: str) -> Measurement | None:
+        found = [m for m in measurements if m.system.startswith(prefix) and m.rounds]
+        return max(found, key=lambda m: m.images_per_s) if found else None
+
+    endpoint = best("endpoint (default)") or best("endpoint")
+    out = []
+    for name, prefix in (("endpoint / official", "official"), ("endpoint / in-process", "in-process")):
+        other = best(prefix)
+        if endpoint and other:
+            out.append({
+                "name": f"{name} ({endpoint.setting} vs {other.system} {other.setting})",
+                "value": endpoint.images_per_s / other.images_per_s,
+                "target": TARGETS[name],
+            })  # fmt: skip
+    variant = best("endpoint")
+    if endpoint and variant and variant is not endpoint:
+        other = best("in-process")
+        if other:
+            out.append({
+                "name": f"best endpoint variant / in-process ({variant.system} {variant.setting})",
+                "value": variant.images_per_s / other.images_per_s,
+                "target": None,
+            })  # fmt: skip
+    return out
+
+
+# -- main ----------------------------------------------------------------------------------------------------
+
+
+def image_list(paths: list[Path]) -> list[Path]:
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise SystemExit(f"--images: {path} is neither an image file nor a folder")
+    if not found:
+        raise SystemExit("--images: no images found")
+    return [p.resolve() for p in found]
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, int]]:
+    name, _, spec = text.partition(":")
+    try:
+        overrides = {key.strip(): int(value) for key, value in (item.split("=") for item in spec.split(",") if item)}
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME:key=int,key=int ({exc})") from exc
+    return name, overrides
+
+
+def int_list(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    where = parser.add_argument_group("the endpoint")
+    where.add_argument("--endpoint", metavar="HOST:PORT", help="gRPC address of a running Triton server")
+    where.add_argument("--serve", action="store_true", help="start tritonserver from --artifacts, stop it after")
+    where.add_argument(
+        "--artifacts",
+        type=Path,
+        default=REPO / "build" / "tiny" / "onnx",
+        help="ONNX export folder (exported from --checkpoint/--base when it has no manifest.json); also used for "
+        "the in-process ONNX scorer and the stage timings (default: build/tiny/onnx)",
+    )
+    where.add_argument(
+        "--variant",
+        type=parse_variant,
+        action="append",
+        default=[],
+        metavar="NAME:key=v,...",
+        help="with --serve: also serve a repository rendered with these RepositorySettings overrides "
+        "(threads, vision_instances, preprocess_instances, queue_delay_us, max_batch_size); repeatable",
+    )
+    model = parser.add_argument_group("the model")
+    model.add_argument("--checkpoint", type=Path, default=REPO / "build" / "tiny" / "HPSv3-tiny.safetensors")
+    model.add_argument("--base", type=Path, default=REPO / "build" / "tiny" / "base", help="Qwen2-VL base folder")
+    load = parser.add_argument_group("the load")
+    load.add_argument("--images", type=Path, nargs="+", default=DEFAULT_IMAGES, help="image files and/or folders")
+    load.add_argument("--concurrency", type=int_list, default=[1, 4, 16], help="endpoint levels (default 1,4,16)")
+    load.add_argument("--batch-sizes", type=int_list, default=[1, 8], help="in-process/official (default 1,8)")
+    load.add_argument("--requests", type=int, default=64, help="images per measurement and round (default 64)")
+    load.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported (default 3)")
+    others = parser.add_argument_group("what else to measure")
+    others.add_argument("--official-venv", type=Path, default=REPO / ".venv-official", help="venv with hpsv3==1.0.0")
+    others.add_argument("--no-official", action="store_true", help="skip the official inferencer")
+    others.add_argument("--no-inprocess", action="store_true", help="skip the in-process scorers and stages")
+    parser.add_argument("--output", type=Path, default=REPO / "build" / "benchmarks", help="report folder")
+    return parser
+
+
+def start_servers(args: argparse.Namespace, stack: list[Callable[[], None]]) -> dict[str, str]:
+    """name → gRPC url of each server to measure (started here with --serve)."""
+    if args.endpoint:
+        return {"endpoint": args.endpoint}
+    from hpsv3_repository.build import render, settings_for
+    from hpsv3_repository.server import TritonServer, free_port
+
+    if not (args.artifacts / "manifest.json").is_file():
+        from hpsv3_export.onnx_export import export_onnx
+
+        log(f"exporting {args.checkpoint} to {args.artifacts}")
+        export_onnx(args.checkpoint, args.base, args.artifacts)
+    urls = {}
+    for name, overrides in [("default", {}), *args.variant]:
+        settings = settings_for(args.artifacts, **overrides)
+        repository = render("cpu", settings, args.output / f"repository-{name}")
+        server = TritonServer(
+            repository,
+            grpc_port=free_port(),
+            http_port=free_port(),
+            metrics_port=None,
+            workdir=args.output / f"triton-{name}",
+        )
+        log(f"starting tritonserver '{name}' ({overrides or 'defaults'})")
+        server.start(timeout_s=180)
+        stack.append(server.stop)
+        urls[f"endpoint ({name})"] = server.grpc_url
+    return urls
+
+
+def run(args: argparse.Namespace) -> dict:
+    images = image_list(args.images)
+    args.output.mkdir(parents=True, exist_ok=True)
+    loadavg_before, (total0, steal0) = os.getloadavg(), cpu_counters()
+    cleanup: list[Callable[[], None]] = []
+    measurements: list[Measurement] = []
+    steps: list[Callable[[], None]] = []
+    report: dict = {}
+    try:
+        for name, url in start_servers(args, cleanup).items():
+            log(f"warming up {name} at {url}")
+            warm_endpoint(url, images, max(args.concurrency))
+            for level in args.concurrency:
+                measurements.append(Measurement(name, f"concurrency {level}"))
+                steps.append(endpoint_runner(measurements[-1], url, images, level, args.requests))
+        if not args.no_inprocess:
+            steps += inprocess_steps(args, images, measurements, cleanup)
+        if not args.no_official and args.official_venv.is_dir():
+            steps += official_steps(args, images, measurements, report, cleanup)
+        elif not args.no_official:
+            log(f"no official venv at {args.official_venv}: skipping the official inferencer")
+        for round_index in range(args.rounds):
+            for step, measurement in zip(steps, measurements, strict=True):
+                log(f"round {round_index + 1}/{args.rounds}: {measurement.system} {measurement.setting}")
+                step()
+        if not args.no_inprocess and (args.artifacts / "manifest.json").is_file():
+            log("timing the stages in-process")
+            report["stages_ms"] = stage_times(args.artifacts, images, args.rounds)
+    finally:
+        for stop in reversed(cleanup):
+            stop()
+    total1, steal1 = cpu_counters()
+    report.update(
+        date=datetime.datetime.now().isoformat(timespec="seconds"),
+        command=shlex.join([Path(sys.executable).name, *sys.argv]),
+        machine=machine_facts(),
+        noise={
+            "loadavg_before": [round(v, 2) for v in loadavg_before],
+            "loadavg_after": [round(v, 2) for v in os.getloadavg()],
+            "steal_percent": 100 * (steal1 - steal0) / max(total1 - total0, 1),
+        },
+        images=[p.name for p in images],
+        requests=args.requests,
+        rounds=args.rounds,
+        measurements=[m.summary() for m in measurements],
+        ratios=ratios(measurements),
+    )
+    return report
+
+
+def inprocess_steps(args, images: list[Path], measurements: list[Measurement], cleanup: list) -> list[Callable]:
+    from hpsv3_serve.engines.onnx_engine import BASE_DIR, OnnxEngine
+    from hpsv3_serve.prompt import PromptTokenizer
+    from hpsv3_serve.scorer import Scorer
+
+    steps = []
+    for batch_size in args.batch_sizes:
+        scorers = []
+        if args.checkpoint.is_file():
+            scorers.append(("in-process Scorer (torch)", Scorer.from_pretrained(args.checkpoint, args.base, batch_size=batch_size)))
+        if (args.artifacts / "manifest.json").is_file():
+            tokenizer = PromptTokenizer.from_base(args.artifacts / BASE_DIR)
+            scorers.append(("in-process Scorer (onnxruntime)", Scorer(OnnxEngine(args.artifacts), tokenizer, batch_size)))
+        for name, scorer in scorers:
+            log(f"warming up {name} at batch {batch_size}")
+            scorer.score(*pairs(images, len(images)))
+            cleanup.append(lambda pool=scorer._pool: pool.shutdown(wait=False))
+            measurements.append(Measurement(name, f"batch {batch_size}"))
+            steps.append(inprocess_runner(measurements[-1], scorer, images, args.requests))
+    return steps
+
+
+def official_steps(args, images: list[Path], measurements: list[Measurement], report: dict, cleanup: list) -> list:
+    log(f"starting the official inferencer in {args.official_venv}")
+    worker = OfficialWorker(args.official_venv, args.checkpoint.resolve(), args.base.resolve())
+    cleanup.append(worker.close)
+    report["official_versions"] = worker.ready["versions"]
+    steps = []
+    for batch_size in args.batch_sizes:
+        log(f"warming up the official inferencer at batch {batch_size}")
+        worker.time(images, batch_size, len(images))
+        measurement = Measurement("official HPSv3RewardInferencer", f"batch {batch_size}")
+        measurements.append(measurement)
+        steps.append(lambda m=measurement, b=batch_size: m.rounds.append(worker.time(images, b, args.requests)))
+    return steps
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.endpoint and not args.serve:
+        parser.error("pass --endpoint HOST:PORT (a running server) or --serve (start one from --artifacts)")
+    if args.endpoint and args.variant:
+        parser.error("--variant needs --serve (the variants are rendered and served here)")
+    report = run(args)
+    text = markdown(report)
+    (args.output / "throughput.md").write_text(text, encoding="utf-8")
+    (args.output / "throughput.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    print(text)
+    print(json.dumps(report, indent=1))
+    log(f"wrote {args.output / 'throughput.md'} and {args.output / 'throughput.json'}")
+    failed = [m for m in report["measurements"] if m["errors"]]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""`hpsv3 serve`: export if needed, render the repository, run tritonserver until interrupted.
+
+Artifacts are reused while the content hash of (checkpoint, base config, tokenizer) is unchanged;
+the hash itself is cached per (path, size, mtime) so a restart does not reread 17 GB.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hpsv3_export.onnx_export import export_onnx, source_digest
+from hpsv3_serve.engines.onnx_engine import MANIFEST_FILE, read_manifest
+
+from .build import render, settings_for
+from .server import TritonServer
+
+DIGEST_CACHE = "source_digests.json"
+
+
+@dataclass
+class ServeOptions:
+    """Where and how to serve; defaults bind to loopback only."""
+
+    host: str = "127.0.0.1"
+    grpc_port: int = 8001
+    http_port: int = 8000
+    metrics_port: int = 8002
+    preprocess_instances: int = 2
+    max_batch_size: int = 16
+
+
+def cached_digest(checkpoint: Path, base: Path, workdir: Path) -> str:
+    """`source_digest`, remembered per file identity (path, size, mtime) in the workdir."""
+    identity = json.dumps(
+        [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in (checkpoint, base / "config.json")]
+    )
+    cache_path = workdir / DIGEST_CACHE
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    if identity not in cache:
+        cache[identity] = source_digest(checkpoint, base)
+        cache_path.write_text(json.dumps(cache, indent=1))
+    return cache[identity]
+
+
+def ensure_artifacts(checkpoint: Path, base: Path, workdir: Path, say: Callable[[str], None] = print) -> Path:
+    """The ONNX artifacts for this checkpoint under `workdir/onnx`, exported when missing or stale."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    artifacts = workdir / "onnx"
+    digest = cached_digest(checkpoint, base, workdir)
+    if (artifacts / MANIFEST_FILE).is_file() and read_manifest(artifacts).get("source_sha256") == digest:
+        say(f"reusing ONNX artifacts in {artifacts} (source unchanged)")
+        return artifacts
+    say(f"exporting ONNX artifacts to {artifacts} (verified against PyTorch) ...")
+    parity = export_onnx(checkpoint, base, artifacts)["parity"]
+    say(f"export parity: |Δmu| {parity['chain_mu']:.1e}, |Δlog_sigma| {parity['chain_log_sigma']:.1e}")
+    return artifacts
+
+
+def prepare_server(checkpoint: Path, base: Path, workdir: Path, options: ServeOptions) -> TritonServer:
+    """Artifacts + rendered CPU repository + a configured (not yet started) server."""
+    artifacts = ensure_artifacts(checkpoint, base, workdir)
+    settings = settings_for(
+        artifacts, preprocess_instances=options.preprocess_instances, max_batch_size=options.max_batch_size
+    )
+    repository = render("cpu", settings, workdir / "repository")
+    return TritonServer(
+        repository,
+        host=options.host,
+        grpc_port=options.grpc_port,
+        http_port=options.http_port,
+        metrics_port=options.metrics_port,
+        workdir=workdir / "server",
+    )
+
+
+def serve_forever(server: TritonServer, say: Callable[[str], None] = print) -> int:
+    """Start, print the endpoint, and stop cleanly on SIGINT/SIGTERM (no orphaned stubs)."""
+
+    def stop_on_signal(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, stop_on_signal)
+    try:
+        server.start()
+        say(f"HPSv3 endpoint ready: gRPC {server.grpc_url}  HTTP {server.http_url}  metrics {server.metrics_url}")
+        say(f"score with: hpsv3 score IMAGE --prompt TEXT --endpoint {server.grpc_url}   (Ctrl-C stops)")
+        return server.wait()
+    except KeyboardInterrupt:
+        say("stopping tritonserver ...")
+        return 0
+    finally:
+        server.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def default_workdir() -> Path:
+    """`$HPSV3_CACHE/serve` (default ~/.cache/hpsv3_serve/serve)."""
+    return Path(os.environ.get("HPSV3_CACHE", Path.home() / ".cache" / "hpsv3_serve")) / "serve"
