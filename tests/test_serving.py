@@ -138,3 +138,9 @@ def test_hpsv3_serve_and_score_endpoint_reproduce_golden(tiny: Path, tiny_checkp
         assert serve.wait(timeout=60) == 0
     leftovers = subprocess.run(["pgrep", "-f", f"grpc-port={ports[0]}"], capture_output=True, text=True).stdout
     assert not leftovers.strip(), "tritonserver or stubs left running"
+
+
+def test_readme_shows_the_tested_raw_snippet() -> None:
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- raw-tritonclient-example -->\n```python\n", 1)[1].split("```", 1)[0]
+    assert block == (REPO_ROOT / "client" / "raw_tritonclient_example.py").read_text(encoding="utf-8")
