@@ -7,15 +7,11 @@ server's dynamic batcher regroups the requests, and up to `concurrency` of them 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import io
 import os
 import random
 import threading
-import urllib.request
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
@@ -23,8 +19,8 @@ from PIL import Image
 from tqdm import tqdm
 from tritonclient.utils import InferenceServerException
 
-from hpsv3_serve.errors import HPSv3Error, ImageDecodeError, ImageNotFoundError, InputError
-from hpsv3_serve.inputs import URL_TIMEOUT_S, ImageInput, describe
+from hpsv3_serve.errors import HPSv3Error, InputError
+from hpsv3_serve.inputs import ImageInput, describe, read_image_bytes
 from hpsv3_serve.prompt import check_prompt
 from hpsv3_serve.results import ScoreResult
 
@@ -61,35 +57,11 @@ def encode_image(image: ImageInput) -> bytes:
     """
     if not isinstance(image, (str, os.PathLike, bytes, bytearray, Image.Image)):
         raise InputError(_name(image), f"an image must be a path, URL, bytes or PIL image, not {type(image).__name__}")
-    name = describe(image)
-    if isinstance(image, (bytes, bytearray)):
-        return bytes(image)
     if isinstance(image, Image.Image):
         buffer = io.BytesIO()
         (image if image.mode in PNG_MODES else image.convert("RGB")).save(buffer, format="PNG")
         return buffer.getvalue()
-    text = os.fspath(image)
-    if text.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(text, timeout=URL_TIMEOUT_S) as response:
-                return response.read()
-        except (OSError, ValueError) as exc:
-            raise ImageNotFoundError(name, f"could not fetch the URL ({exc})") from exc
-    if text.startswith("data:"):
-        header, sep, payload = text.partition(",")
-        if not sep or not header.endswith(";base64"):
-            raise ImageDecodeError(name, "a data: URL must look like data:image/png;base64,<data>")
-        try:
-            return base64.b64decode(payload, validate=True)
-        except binascii.Error as exc:
-            raise ImageDecodeError(name, f"invalid base64 in data: URL ({exc})") from exc
-    path = Path(text[7:] if text.startswith("file://") else text)
-    if not path.is_file():
-        raise ImageNotFoundError(name, "no such file" if not path.exists() else "not a regular file")
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ImageNotFoundError(name, f"cannot read the file ({exc})") from exc
+    return read_image_bytes(image)
 
 
 def _bytes_input(name: str, value: bytes) -> grpcclient.InferInput:

@@ -134,8 +134,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
 
 
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    from .checkpoint import DEFAULT_BASE, DEFAULT_CHECKPOINT
+
+    parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="HPSv3 .safetensors file, folder or hub id")
+    parser.add_argument("--base", default=DEFAULT_BASE, help="Qwen2-VL folder or hub id (config + tokenizer only)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from .checkpoint import DEFAULT_BASE, DEFAULT_CHECKPOINT, DTYPES
+    from .checkpoint import DTYPES
 
     parser = argparse.ArgumentParser(
         prog="hpsv3",
@@ -158,8 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--prompt", default="", help="prompt for the IMAGE arguments")
     score.add_argument("--input", type=Path, help='JSONL file, one {"image": ..., "prompt": ...} per line')
     score.add_argument("--images-root", type=Path, help="folder for relative paths in --input (default: its folder)")
-    score.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="HPSv3 .safetensors file, folder or hub id")
-    score.add_argument("--base", default=DEFAULT_BASE, help="Qwen2-VL folder or hub id (config + tokenizer only)")
+    _add_model_arguments(score)
     score.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     score.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="weights dtype (rm_head stays fp32)")
     score.add_argument("--batch-size", type=int, default=8, help="pairs per forward pass")
@@ -176,8 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the PyTorch reference, and write manifest.json with the parity report. Fails when parity is off.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    export.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="HPSv3 .safetensors file, folder or hub id")
-    export.add_argument("--base", default=DEFAULT_BASE, help="Qwen2-VL folder or hub id (config + tokenizer only)")
+    _add_model_arguments(export)
     export.add_argument("--out", type=Path, required=True, help="artifacts folder")
     export.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="ONNX weights dtype")
     export.add_argument("--tolerance", type=float, help="max |Δ| allowed vs PyTorch (default 1e-4 fp32)")
@@ -191,8 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         "127.0.0.1 unless --host says otherwise.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    serve.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="HPSv3 .safetensors file, folder or hub id")
-    serve.add_argument("--base", default=DEFAULT_BASE, help="Qwen2-VL folder or hub id (config + tokenizer only)")
+    _add_model_arguments(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it: be sure)")
     serve.add_argument("--grpc-port", type=int, default=8001, help="gRPC port")
     serve.add_argument("--http-port", type=int, default=8000, help="HTTP port")

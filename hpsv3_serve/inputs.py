@@ -60,40 +60,44 @@ def describe(image: ImageInput) -> str:
     return text if len(text) <= 120 or not text.startswith("data:") else text[:60] + "…"
 
 
-def _open(image: ImageInput, allow_urls: bool) -> Image.Image:
-    if isinstance(image, Image.Image):
-        return image
-    name = describe(image)
+def read_image_bytes(image: str | os.PathLike | bytes, allow_urls: bool = True) -> bytes:
+    """The encoded file bytes of a path, `file://`, http(s) or `data:` URL (bytes pass through)."""
     if isinstance(image, (bytes, bytearray)):
-        return Image.open(io.BytesIO(image))
-    text = os.fspath(image)
+        return bytes(image)
+    name, text = describe(image), os.fspath(image)
     if text.startswith(("http://", "https://")):
         if not allow_urls:
             raise ImageNotFoundError(name, "image URLs are disabled here; send the image bytes instead")
         try:
             with urllib.request.urlopen(text, timeout=URL_TIMEOUT_S) as response:
-                return Image.open(io.BytesIO(response.read()))
-        except OSError as exc:
+                return response.read()
+        except (OSError, ValueError) as exc:
             raise ImageNotFoundError(name, f"could not fetch the URL ({exc})") from exc
     if text.startswith("data:"):
         header, sep, payload = text.partition(",")
         if not sep or not header.endswith(";base64"):
             raise ImageDecodeError(name, "a data: URL must look like data:image/png;base64,<data>")
         try:
-            return Image.open(io.BytesIO(base64.b64decode(payload, validate=True)))
+            return base64.b64decode(payload, validate=True)
         except binascii.Error as exc:
             raise ImageDecodeError(name, f"invalid base64 in data: URL ({exc})") from exc
     path = Path(text[7:] if text.startswith("file://") else text)
     if not path.is_file():
         raise ImageNotFoundError(name, "no such file" if not path.exists() else "not a regular file")
-    return Image.open(path)
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ImageNotFoundError(name, f"cannot read the file ({exc})") from exc
 
 
 def load_image(image: ImageInput, allow_urls: bool = True) -> Image.Image:
     """Open a path, bytes, PIL image, http(s) URL or `data:` URL and return it decoded as RGB."""
     name = describe(image)
     try:
-        opened = _open(image, allow_urls)
+        if isinstance(image, Image.Image):
+            opened = image
+        else:
+            opened = Image.open(io.BytesIO(read_image_bytes(image, allow_urls)))
         opened.load()
         return opened.convert("RGB")
     except (ImageNotFoundError, ImageDecodeError):
