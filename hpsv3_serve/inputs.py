@@ -136,20 +136,33 @@ def resize(image: Image.Image, name: str = "image") -> Image.Image:
     return image.resize((width, height), Image.BICUBIC)
 
 
+def _normalisation_table() -> np.ndarray:
+    """float32 [3, 256]: each (channel, grey level) rescaled in float64 → float32, then (x − mean) / std in
+    float32, exactly as Qwen2-VL's processor computes it pixel by pixel."""
+    levels = (np.arange(256, dtype=np.float64) * (1 / 255)).astype(np.float32)
+    mean, std = np.array(IMAGE_MEAN, np.float32)[:, None], np.array(IMAGE_STD, np.float32)[:, None]
+    return (levels[None, :] - mean) / std
+
+
+NORMALISED = _normalisation_table()
+
+
 def patchify(image: Image.Image) -> PreparedImage:
-    """Rescale, normalise and cut a resized RGB image into Qwen2-VL patches."""
-    pixels = np.asarray(image, dtype=np.uint8)
-    scaled = (pixels.astype(np.float64) * (1 / 255)).astype(np.float32)
-    normalised = (scaled - np.array(IMAGE_MEAN, np.float32)) / np.array(IMAGE_STD, np.float32)
-    frames = np.tile(normalised.transpose(2, 0, 1)[None], (TEMPORAL_PATCH_SIZE, 1, 1, 1))
+    """Rescale, normalise and cut a resized RGB image into Qwen2-VL patches.
+
+    The uint8 pixels are reordered first (patch order: 2×2 merge blocks, then channel, frame, 14×14)
+    and looked up in `NORMALISED`: the same float32 values as the processor's arithmetic, 4× less work.
+    """
     grid_h, grid_w = image.height // PATCH_SIZE, image.width // PATCH_SIZE
-    patches = frames.reshape(
-        1, TEMPORAL_PATCH_SIZE, 3,
-        grid_h // MERGE_SIZE, MERGE_SIZE, PATCH_SIZE,
-        grid_w // MERGE_SIZE, MERGE_SIZE, PATCH_SIZE,
-    )  # fmt: skip
-    patches = patches.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
-    flat = np.ascontiguousarray(patches.reshape(grid_h * grid_w, PATCH_DIM))
+    pixels = np.asarray(image, dtype=np.uint8).reshape(
+        grid_h // MERGE_SIZE, MERGE_SIZE, PATCH_SIZE, grid_w // MERGE_SIZE, MERGE_SIZE, PATCH_SIZE, 3
+    )
+    ordered = pixels.transpose(0, 3, 1, 4, 6, 2, 5).reshape(grid_h * grid_w, 3, PATCH_SIZE * PATCH_SIZE)
+    lookup = ordered + np.arange(0, 3 * 256, 256, dtype=np.int32)[:, None]  # row of NORMALISED per channel
+    values = np.take(NORMALISED.ravel(), lookup)  # [patches, channel, 14·14]
+    flat = np.empty((grid_h * grid_w, 3, TEMPORAL_PATCH_SIZE, PATCH_SIZE * PATCH_SIZE), np.float32)
+    flat[:, :, :] = values[:, :, None]  # the one frame, repeated to temporal_patch_size
+    flat = flat.reshape(grid_h * grid_w, PATCH_DIM)
     return PreparedImage(pixel_values=flat, grid_thw=(1, grid_h, grid_w))
 
 
