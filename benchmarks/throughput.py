@@ -4,7 +4,7 @@ Self-contained, on the tiny model (starts tritonserver on free loopback ports, s
 
     python benchmarks/throughput.py --serve --artifacts build/tiny/onnx
 
-Against a server that is already running (no server-side variants then):
+Against a server that is already running (no variants, no per-process server CPU then):
 
     python benchmarks/throughput.py --endpoint 127.0.0.1:8001 --artifacts build/tiny/onnx
 
@@ -19,6 +19,7 @@ so that a burst of noise on a shared machine hits every system alike):
 Server variants (--serve only) render the repository with other settings, e.g.
     --variant 1thread:threads=1 --variant 2vision:threads=1,vision_instances=2
 Writes throughput.md and throughput.json to --output and prints both; progress goes to stderr.
+The project targets (tiny model, same run): endpoint ≥ 2× the official best, ≥ 0.85× the in-process best.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import functools
 import importlib.metadata
 import json
 import os
@@ -38,16 +40,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from hpsv3_serve.scorer import Scorer
+
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = REPO / "tests" / "fixtures" / "images"
-DEFAULT_IMAGES = [
-    IMAGES / name
-    for name in ("square_512.png", "rgba_640x480.png", "gray_300.png", "photo_800x600.jpg", "small_200.png")
-    + ("wide_1920x1080.jpg", "tall_300x900.png", "cmyk_500x375.jpg")
-]
+DEFAULT_NAMES = "square_512.png rgba_640x480.png gray_300.png photo_800x600.jpg small_200.png wide_1920x1080.jpg"
+DEFAULT_IMAGES = [IMAGES / name for name in (*DEFAULT_NAMES.split(), "tall_300x900.png", "cmyk_500x375.jpg")]
 PROMPTS = [
     "a cute chibi anime cartoon fox, smiling, wagging tail",
     "a red balloon over a quiet lake",
@@ -77,6 +80,9 @@ class Measurement:
     rounds: list[float] = field(default_factory=list)  # images/s per round
     latencies_s: list[float] = field(default_factory=list)  # per request, all rounds (endpoint only)
     server: dict[str, dict[str, float]] = field(default_factory=dict)  # Triton statistics deltas, summed
+    cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds per process group, summed
+    images: int = 0  # images scored over all rounds
+    machine: list[float] = field(default_factory=lambda: [0.0, 0.0])  # machine-wide (total, idle) jiffies
     wall_s: float = 0.0
     errors: list[str] = field(default_factory=list)
 
@@ -94,10 +100,60 @@ class Measurement:
         }
         if self.latencies_s:
             p50, p90, p99 = np.percentile(np.array(self.latencies_s) * 1000, [50, 90, 99]).tolist()
-            data.update(latency_ms={"p50": p50, "p90": p90, "p99": p99, "mean": 1000 * statistics.mean(self.latencies_s)})
+            data.update(
+                latency_ms={"p50": p50, "p90": p90, "p99": p99, "mean": 1000 * statistics.mean(self.latencies_s)}
+            )
         if self.server:
             data["server"] = server_breakdown(self.server, self.wall_s, data.get("latency_ms", {}).get("mean", 0.0))
+        if self.cpu_s and self.images:
+            data["cpu_ms_per_image"] = {name: 1000 * s / self.images for name, s in self.cpu_s.items()}
+            data["wall_ms_per_image"] = 1000 * self.wall_s / self.images
+        if self.machine[0]:
+            data["machine_busy_percent"] = 100 * (1 - self.machine[1] / self.machine[0])
         return data
+
+    def record(self, images: int, wall_s: float, errors: list[str]) -> None:
+        self.rounds.append(images / wall_s)
+        self.images += images
+        self.wall_s += wall_s
+        self.errors += errors
+
+    def timed(self, run: Callable[[], None], pids: dict[str, int]) -> None:
+        """Run one round, adding the CPU it took (per process group and machine-wide) to the totals."""
+        before, (total, idle, _) = cpu_seconds(pids), cpu_counters()
+        run()
+        after, (total_after, idle_after, _) = cpu_seconds(pids), cpu_counters()
+        for name, seconds in after.items():
+            self.cpu_s[name] = self.cpu_s.get(name, 0.0) + seconds - before.get(name, 0.0)
+        self.machine[0] += total_after - total
+        self.machine[1] += idle_after - idle
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by this process and by `pids` (label → pid); a `tritonserver`
+    pid brings its model stubs, each counted under its model's name."""
+    usage = os.times()
+    found = {"this process": usage.user + usage.system}
+    server_pid = pids.get("tritonserver")
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        labels = [label for label, pid in pids.items() if pid == int(entry.name)]
+        if labels:
+            name = labels[0]
+        elif server_pid is not None and int(fields[1]) == server_pid and len(args) > 1:
+            name = Path(args[1].decode()).parent.parent.name  # a model stub: <stub> <repo>/<model>/1/model.py ...
+        else:
+            continue
+        found[name] = found.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return found
 
 
 # -- the endpoint --------------------------------------------------------------------------------------------
@@ -118,6 +174,8 @@ def server_snapshot(url: str) -> dict[str, dict[str, float]]:
             "request_ns": stats.success.ns,
             "queue_ns": stats.queue.ns,
             "compute_ns": stats.compute_input.ns + stats.compute_infer.ns + stats.compute_output.ns,
+            "input_ns": stats.compute_input.ns,
+            "output_ns": stats.compute_output.ns,
             "executions": model.execution_count,
             "inferences": model.inference_count,
             "busy_ns": busy,
@@ -135,6 +193,8 @@ def server_breakdown(totals: dict[str, dict[str, float]], wall_s: float, client_
             "request_ms": t["request_ns"] / requests / 1e6,
             "queue_ms": t["queue_ns"] / requests / 1e6,
             "compute_ms": t["compute_ns"] / requests / 1e6,
+            "compute_input_ms": t["input_ns"] / requests / 1e6,
+            "compute_output_ms": t["output_ns"] / requests / 1e6,
             "avg_batch": t["inferences"] / max(t["executions"], 1),
             "busy_ms_per_image": t["busy_ns"] / requests / 1e6,
             "busy_share_of_wall": t["busy_ns"] / 1e9 / wall_s if wall_s else 0.0,
@@ -167,26 +227,22 @@ async def drive(url: str, images: list[str], prompts: list[str], concurrency: in
         return time.perf_counter() - started, latencies, errors
 
 
-def endpoint_runner(measurement: Measurement, url: str, images: list[Path], concurrency: int, count: int):
-    def run() -> None:
-        before = server_snapshot(url)
-        wall, latencies, errors = asyncio.run(drive(url, *pairs(images, count), concurrency))
-        after = server_snapshot(url)
-        measurement.rounds.append(count / wall)
-        measurement.latencies_s += latencies
-        measurement.errors += errors
-        measurement.wall_s += wall
-        for name in after:
-            if name in SERVER_MODELS:
-                total = measurement.server.setdefault(name, dict.fromkeys(after[name], 0))
-                for key, value in after[name].items():
-                    total[key] += value - before.get(name, {}).get(key, 0)
-
-    return run
+def endpoint_round(measurement: Measurement, url: str, images: list[Path], concurrency: int, count: int) -> None:
+    """One round against the endpoint, with the server's statistics over it."""
+    before = server_snapshot(url)
+    wall, latencies, errors = asyncio.run(drive(url, *pairs(images, count), concurrency))
+    after = server_snapshot(url)
+    measurement.record(count, wall, errors)
+    measurement.latencies_s += latencies
+    for name in after:
+        if name in SERVER_MODELS:
+            total = measurement.server.setdefault(name, dict.fromkeys(after[name], 0))
+            for key, value in after[name].items():
+                total[key] += value - before.get(name, {}).get(key, 0)
 
 
 def warm_endpoint(url: str, images: list[Path], concurrency: int) -> None:
-    wall, _, errors = asyncio.run(drive(url, *pairs(images, max(len(images), concurrency) * 2), concurrency))
+    _, _, errors = asyncio.run(drive(url, *pairs(images, max(len(images), concurrency) * 2), concurrency))
     if errors:
         raise RuntimeError(f"the endpoint at {url} fails requests: {errors[0]}")
 
@@ -194,15 +250,11 @@ def warm_endpoint(url: str, images: list[Path], concurrency: int) -> None:
 # -- in-process and official ---------------------------------------------------------------------------------
 
 
-def inprocess_runner(measurement: Measurement, scorer, images: list[Path], count: int):
-    def run() -> None:
-        batch = pairs(images, count)
-        started = time.perf_counter()
-        results = scorer.score(*batch)
-        measurement.rounds.append(count / (time.perf_counter() - started))
-        measurement.errors += [r.error for r in results if r.error]
-
-    return run
+def inprocess_round(measurement: Measurement, scorer: Scorer, images: list[Path], count: int) -> None:
+    batch = pairs(images, count)
+    started = time.perf_counter()
+    results = scorer.score(*batch)
+    measurement.record(count, time.perf_counter() - started, [r.error for r in results if r.error])
 
 
 class OfficialWorker:
@@ -221,11 +273,12 @@ class OfficialWorker:
         return json.loads(line)
 
     def time(self, images: list[Path], batch_size: int, count: int) -> float:
+        """Seconds the official inferencer takes for `count` pairs at `batch_size`."""
         paths, prompts = pairs(images, len(images))
         request = {"images": paths, "prompts": prompts, "batch_size": batch_size, "count": count}
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
-        return self._answer()["images_per_s"]
+        return self._answer()["seconds"]
 
     def close(self) -> None:
         self.process.stdin.close()
@@ -235,25 +288,33 @@ class OfficialWorker:
 # -- stages --------------------------------------------------------------------------------------------------
 
 
-def stage_times(artifacts: Path, images: list[Path], rounds: int) -> dict[str, float]:
-    """Median over rounds of the ms per image each stage costs, run one after another in this process."""
+def _timer(spent: dict[str, list[float]]) -> Callable:
+    def timed(stage: str, fn: Callable, *args: object) -> object:
+        wall, cpu = time.perf_counter(), time.process_time()
+        value = fn(*args)
+        totals = spent.setdefault(stage, [0.0, 0.0])
+        totals[0] += time.perf_counter() - wall
+        totals[1] += time.process_time() - cpu
+        return value
+
+    return timed
+
+
+def stage_times(artifacts: Path, images: list[Path], rounds: int, threads: int) -> dict[str, dict[str, float]]:
+    """Wall and CPU (all threads of this process) ms per image of each stage, run one after another; ONNX Runtime
+    sessions with `threads` intra-op threads (0 = ORT's default, one per core). Median over rounds."""
     from hpsv3_serve import inputs
     from hpsv3_serve.engines.onnx_engine import BASE_DIR, OnnxLanguageTower, OnnxRewardHead, OnnxVisionEncoder
     from hpsv3_serve.prompt import PromptTokenizer
 
     tokenizer = PromptTokenizer.from_base(artifacts / BASE_DIR)
-    vision, language, head = OnnxVisionEncoder(artifacts), OnnxLanguageTower(artifacts), OnnxRewardHead(artifacts)
+    vision, language = OnnxVisionEncoder(artifacts, threads), OnnxLanguageTower(artifacts, threads)
+    head = OnnxRewardHead(artifacts, threads=1)  # as the server's reward_head model
     paths, prompts = pairs(images, len(images))
-    per_round: list[dict[str, float]] = []
+    per_round: list[dict[str, list[float]]] = []
     for _ in range(rounds + 1):  # the first round warms up
-        spent: dict[str, float] = {}
-
-        def timed(stage: str, fn: Callable, *args):
-            started = time.perf_counter()
-            value = fn(*args)
-            spent[stage] = spent.get(stage, 0.0) + time.perf_counter() - started
-            return value
-
+        spent: dict[str, list[float]] = {}
+        timed = _timer(spent)
         sequences = []
         for path, prompt in zip(paths, prompts, strict=True):
             image = timed("decode + convert RGB", inputs.load_image, path)
@@ -262,12 +323,18 @@ def stage_times(artifacts: Path, images: list[Path], rounds: int) -> dict[str, f
             ids = timed("tokenise", tokenizer.encode_one, prompt, prepared.num_tokens)
             embeds = timed("vision encoder", vision, prepared.pixel_values, prepared.grid_thw)
             sequences.append(timed("embed lookup + scatter", language.embed, ids, embeds))
-        hidden = timed(f"language tower (batch {len(sequences)})", language, sequences)
         for sequence in sequences:
             timed("language tower (batch 1)", language, [sequence])
+        hidden = timed(f"language tower (batch {len(sequences)})", language, sequences)
         timed(f"reward head (batch {len(sequences)})", head, hidden)
-        per_round.append({stage: 1000 * seconds / len(paths) for stage, seconds in spent.items()})
-    return {stage: statistics.median(r[stage] for r in per_round[1:]) for stage in per_round[0]}
+        per_round.append(spent)
+    return {
+        stage: {
+            key: 1000 * statistics.median(r[stage][index] for r in per_round[1:]) / len(paths)
+            for index, key in enumerate(("wall_ms", "cpu_ms"))
+        }
+        for stage in per_round[0]
+    }
 
 
 # -- the report ----------------------------------------------------------------------------------------------
@@ -288,8 +355,20 @@ def machine_facts() -> dict:
         "cpu_model": cpu,
         "platform": platform.platform(),
         "python": platform.python_version(),
+        "git": git_revision(),
         "versions": versions,
     }
+
+
+def git_revision() -> str | None:
+    """`git describe` of the checkout the benchmark runs from (+ "-dirty" with local changes), if any."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10
+        )
+    except OSError:
+        return None
+    return done.stdout.strip() or None
 
 
 def _read(path: str) -> list[str]:
@@ -299,11 +378,11 @@ def _read(path: str) -> list[str]:
         return []
 
 
-def cpu_counters() -> tuple[float, float]:
-    """(total, steal) jiffies from /proc/stat: steal is CPU time the hypervisor gave to someone else."""
+def cpu_counters() -> tuple[float, float, float]:
+    """Machine-wide (total, idle + iowait, steal) jiffies from /proc/stat; steal = time taken by the hypervisor."""
     fields = next((line.split()[1:] for line in _read("/proc/stat") if line.startswith("cpu ")), ["0"] * 8)
-    values = [float(v) for v in fields]
-    return sum(values), values[7] if len(values) > 7 else 0.0
+    values = [float(v) for v in fields] + [0.0] * 8
+    return sum(values), values[3] + values[4], values[7]
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -317,14 +396,18 @@ def markdown(report: dict) -> str:
         f"Command: `{report['command']}`",
         "",
         f"Machine: {report['machine']['cpus_usable']} usable cores ({report['machine']['cpu_model']}), "
-        f"{report['machine']['platform']}, Python {report['machine']['python']}; "
+        f"{report['machine']['platform']}, Python {report['machine']['python']}, checkout {report['machine']['git']}; "
         + ", ".join(f"{k} {v}" for k, v in report["machine"]["versions"].items() if v)
-        + (f"; official: {report['official_versions']}" if report.get("official_versions") else "")
+        + (
+            "; official venv: " + ", ".join(f"{k} {v}" for k, v in report["official_versions"].items())
+            if report.get("official_versions")
+            else ""
+        )
         + f". Noise: load average {report['noise']['loadavg_before']} → {report['noise']['loadavg_after']}, "
         f"steal {report['noise']['steal_percent']:.1f} % of CPU time during the run.",
         "",
         f"{report['requests']} images per measurement, {report['rounds']} interleaved rounds, median round reported "
-        f"(range = slowest–fastest round); {report['images']} images, {len(PROMPTS)} prompts cycled.",
+        f"(range = slowest–fastest round); images {', '.join(report['images'])}; {len(PROMPTS)} prompts cycled.",
         "",
         "| system | setting | images/s | range | p50 ms | p90 ms | p99 ms |",
         "|---|---|---:|---:|---:|---:|---:|",
@@ -339,11 +422,27 @@ def markdown(report: dict) -> str:
     lines += ["", "| ratio | value | target | met |", "|---|---:|---:|---|"]
     for ratio in report["ratios"]:
         met = "—" if ratio["target"] is None else ("yes" if ratio["value"] >= ratio["target"] else "**no**")
-        lines.append(f"| {ratio['name']} | {ratio['value']:.2f}× | {_fmt(ratio['target'], 2)} | {met} |")
+        lines.append(f"| {ratio['name']} | {ratio['value']:.3f}× | {_fmt(ratio['target'], 2)} | {met} |")
     if report.get("stages_ms"):
-        lines += ["", "In-process stages, one after another (ms per image, median round):", ""]
-        lines += ["| stage | ms/image |", "|---|---:|"]
-        lines += [f"| {stage} | {ms:.2f} |" for stage, ms in report["stages_ms"].items()]
+        runs = report["stages_ms"]
+        lines += [
+            "",
+            "In-process stages, one after another in one thread of Python (ms per image, median round; CPU = all "
+            "threads of the process, so it shows ONNX Runtime's intra-op threads; batch-1 sums are the serial cost):",
+            "",
+            "| stage | " + " | ".join(f"{run} wall | {run} CPU" for run in runs) + " |",
+            "|---|" + "---:|" * (2 * len(runs)),
+        ]
+        stages = list(dict.fromkeys(stage for run in runs.values() for stage in run))
+        for stage in stages:
+            cells = [f"{run[stage]['wall_ms']:.2f} | {run[stage]['cpu_ms']:.2f}" for run in runs.values()]
+            lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+        serial = [s for s in stages if not s.startswith("language tower (batch") or s == "language tower (batch 1)"]
+        totals = [
+            f"{sum(run[s]['wall_ms'] for s in serial):.2f} | {sum(run[s]['cpu_ms'] for s in serial):.2f}"
+            for run in runs.values()
+        ]
+        lines.append("| **sum (language tower at batch 1)** | " + " | ".join(totals) + " |")
     servers = [m for m in report["measurements"] if "server" in m]
     if servers:
         lines += [
@@ -351,10 +450,8 @@ def markdown(report: dict) -> str:
             "Server side (Triton statistics over the measured requests): queue / compute ms per request, "
             "images per execution; transport/other = client latency − server time:",
             "",
-            "| endpoint | client ms | server ms | transport/other ms | "
-            + " | ".join(SERVER_MODELS[1:])
-            + " | busy core-ms/image |",
-            "|---|---:|---:|---:|" + "---|" * (len(SERVER_MODELS) - 1) + "---:|",
+            "| endpoint | client ms | server ms | transport/other ms | " + " | ".join(SERVER_MODELS[1:]) + " |",
+            "|---|---:|---:|---:|" + "---|" * (len(SERVER_MODELS) - 1),
         ]
         for m in servers:
             s, models = m["server"], m["server"]["models"]
@@ -364,38 +461,52 @@ def markdown(report: dict) -> str:
                 else "—"
                 for n in SERVER_MODELS[1:]
             ]
-            busy = sum(models[n]["busy_ms_per_image"] for n in SERVER_MODELS[1:] if n in models)
             lines.append(
                 f"| {m['system']} {m['setting']} | {m['latency_ms']['mean']:.1f} | {s['server_ms']:.1f} "
-                f"| {s['transport_other_ms']:.1f} | " + " | ".join(cells) + f" | {busy:.1f} |"
+                f"| {s['transport_other_ms']:.1f} | " + " | ".join(cells) + " |"
+            )
+    measured = [m for m in report["measurements"] if m.get("cpu_ms_per_image")]
+    if measured:
+        groups = list(dict.fromkeys(name for m in measured for name in m["cpu_ms_per_image"]))
+        lines += [
+            "",
+            "CPU time per image (user + system, from /proc; `this process` is the benchmark: the gRPC client for "
+            "the endpoint, the whole scorer in-process), against the wall time per image × usable cores, and how "
+            "busy the whole machine was:",
+            "",
+            "| system | setting | " + " | ".join(groups) + " | total | wall × cores | machine busy |",
+            "|---|---|" + "---:|" * (len(groups) + 3),
+        ]
+        cores = report["machine"]["cpus_usable"]
+        for m in measured:
+            cpu = m["cpu_ms_per_image"]
+            cells = [_fmt(cpu.get(name)) for name in groups]
+            budget = cores * m["wall_ms_per_image"]
+            lines.append(
+                f"| {m['system']} | {m['setting']} | " + " | ".join(cells) + f" | {sum(cpu.values()):.1f} "
+                f"| {_fmt(budget)} | {_fmt(m.get('machine_busy_percent'), 0)} % |"
             )
     return "\n".join(lines) + "\n"
 
 
 def ratios(measurements: list[Measurement]) -> list[dict]:
-    def best(prefix: str) -> Measurement | None:
-        found = [m for m in measurements if m.system.startswith(prefix) and m.rounds]
+    """Each endpoint configuration at its best concurrency vs the official and the in-process best."""
+
+    def best(found: list[Measurement]) -> Measurement | None:
+        found = [m for m in found if m.rounds]
         return max(found, key=lambda m: m.images_per_s) if found else None
 
-    endpoint = best("endpoint (default)") or best("endpoint")
+    endpoints = {m.system: best([e for e in measurements if e.system == m.system]) for m in measurements}
     out = []
-    for name, prefix in (("endpoint / official", "official"), ("endpoint / in-process", "in-process")):
-        other = best(prefix)
-        if endpoint and other:
-            out.append({
-                "name": f"{name} ({endpoint.setting} vs {other.system} {other.setting})",
-                "value": endpoint.images_per_s / other.images_per_s,
-                "target": TARGETS[name],
-            })  # fmt: skip
-    variant = best("endpoint")
-    if endpoint and variant and variant is not endpoint:
-        other = best("in-process")
-        if other:
-            out.append({
-                "name": f"best endpoint variant / in-process ({variant.system} {variant.setting})",
-                "value": variant.images_per_s / other.images_per_s,
-                "target": None,
-            })  # fmt: skip
+    for label, prefix in (("official", "official"), ("in-process", "in-process")):
+        other = best([m for m in measurements if m.system.startswith(prefix)])
+        for system, endpoint in endpoints.items():
+            if other and endpoint and system.startswith("endpoint"):
+                out.append({
+                    "name": f"{system} at {endpoint.setting} / {label} best ({other.system} {other.setting})",
+                    "value": endpoint.images_per_s / other.images_per_s,
+                    "target": TARGETS[f"endpoint / {label}"],
+                })  # fmt: skip
     return out
 
 
@@ -451,10 +562,24 @@ def build_parser() -> argparse.ArgumentParser:
         "(threads, vision_instances, preprocess_instances, queue_delay_us, max_batch_size); repeatable",
     )
     model = parser.add_argument_group("the model")
-    model.add_argument("--checkpoint", type=Path, default=REPO / "build" / "tiny" / "HPSv3-tiny.safetensors")
-    model.add_argument("--base", type=Path, default=REPO / "build" / "tiny" / "base", help="Qwen2-VL base folder")
+    model.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=REPO / "build" / "tiny" / "HPSv3-tiny.safetensors",
+        help="HPSv3 .safetensors for the torch Scorer and the official inferencer (default: the tiny model)",
+    )
+    model.add_argument(
+        "--base", type=Path, default=REPO / "build" / "tiny" / "base", help="Qwen2-VL base folder (default: tiny)"
+    )
     load = parser.add_argument_group("the load")
-    load.add_argument("--images", type=Path, nargs="+", default=DEFAULT_IMAGES, help="image files and/or folders")
+    load.add_argument(
+        "--images",
+        type=Path,
+        nargs="+",
+        default=DEFAULT_IMAGES,
+        metavar="PATH",
+        help="image files and/or folders (default: 8 mixed fixture images, 200x200 to 1920x1080)",
+    )
     load.add_argument("--concurrency", type=int_list, default=[1, 4, 16], help="endpoint levels (default 1,4,16)")
     load.add_argument("--batch-sizes", type=int_list, default=[1, 8], help="in-process/official (default 1,8)")
     load.add_argument("--requests", type=int, default=64, help="images per measurement and round (default 64)")
@@ -463,14 +588,19 @@ def build_parser() -> argparse.ArgumentParser:
     others.add_argument("--official-venv", type=Path, default=REPO / ".venv-official", help="venv with hpsv3==1.0.0")
     others.add_argument("--no-official", action="store_true", help="skip the official inferencer")
     others.add_argument("--no-inprocess", action="store_true", help="skip the in-process scorers and stages")
-    parser.add_argument("--output", type=Path, default=REPO / "build" / "benchmarks", help="report folder")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=REPO / "build" / "benchmarks",
+        help="report folder: throughput.md, throughput.json, rendered repositories, server logs (build/benchmarks)",
+    )
     return parser
 
 
-def start_servers(args: argparse.Namespace, stack: list[Callable[[], None]]) -> dict[str, str]:
-    """name → gRPC url of each server to measure (started here with --serve)."""
+def start_servers(args: argparse.Namespace, stack: list[Callable[[], None]]) -> dict[str, tuple[str, int | None]]:
+    """name → (gRPC url, local server pid) of each server to measure (started here with --serve)."""
     if args.endpoint:
-        return {"endpoint": args.endpoint}
+        return {"endpoint": (args.endpoint, None)}
     from hpsv3_repository.build import render, settings_for
     from hpsv3_repository.server import TritonServer, free_port
 
@@ -493,42 +623,101 @@ def start_servers(args: argparse.Namespace, stack: list[Callable[[], None]]) -> 
         log(f"starting tritonserver '{name}' ({overrides or 'defaults'})")
         server.start(timeout_s=180)
         stack.append(server.stop)
-        urls[f"endpoint ({name})"] = server.grpc_url
+        urls[f"endpoint ({name})"] = (server.grpc_url, server.pid)
     return urls
+
+
+Step = tuple[Measurement, Callable[[], None], dict[str, int]]  # what, one round of it, whose CPU to count
+
+
+def endpoint_steps(args: argparse.Namespace, images: list[Path], cleanup: list) -> list[Step]:
+    steps = []
+    for name, (url, pid) in start_servers(args, cleanup).items():
+        log(f"warming up {name} at {url}")
+        warm_endpoint(url, images, max(args.concurrency))
+        for level in args.concurrency:
+            measurement = Measurement(name, f"concurrency {level}")
+            pids = {"tritonserver": pid} if pid is not None else {}
+            run = functools.partial(endpoint_round, measurement, url, images, level, args.requests)
+            steps.append((measurement, run, pids))
+    return steps
+
+
+def inprocess_steps(args: argparse.Namespace, images: list[Path], cleanup: list) -> list[Step]:
+    from hpsv3_serve.engines.onnx_engine import BASE_DIR, OnnxEngine
+    from hpsv3_serve.prompt import PromptTokenizer
+    from hpsv3_serve.scorer import Scorer
+
+    steps = []
+    log("loading the in-process scorers")
+    for batch_size in args.batch_sizes:
+        scorers = []
+        if args.checkpoint.is_file():
+            torch_scorer = Scorer.from_pretrained(args.checkpoint, args.base, batch_size=batch_size)
+            scorers.append(("in-process Scorer (torch)", torch_scorer))
+        if (args.artifacts / "manifest.json").is_file():
+            tokenizer = PromptTokenizer.from_base(args.artifacts / BASE_DIR)
+            scorers.append(
+                ("in-process Scorer (onnxruntime)", Scorer(OnnxEngine(args.artifacts), tokenizer, batch_size))
+            )
+        for name, scorer in scorers:
+            log(f"warming up {name} at batch {batch_size}")
+            scorer.score(*pairs(images, len(images)))
+            cleanup.append(functools.partial(scorer._pool.shutdown, wait=False))
+            measurement = Measurement(name, f"batch {batch_size}")
+            steps.append(
+                (measurement, functools.partial(inprocess_round, measurement, scorer, images, args.requests), {})
+            )
+    return steps
+
+
+def official_steps(args: argparse.Namespace, images: list[Path], report: dict, cleanup: list) -> list[Step]:
+    log(f"starting the official inferencer in {args.official_venv}")
+    worker = OfficialWorker(args.official_venv, args.checkpoint.resolve(), args.base.resolve())
+    cleanup.append(worker.close)
+    report["official_versions"] = worker.ready["versions"]
+    steps = []
+    for batch_size in args.batch_sizes:
+        log(f"warming up the official inferencer at batch {batch_size}")
+        worker.time(images, batch_size, len(images))
+        measurement = Measurement("official HPSv3RewardInferencer", f"batch {batch_size}")
+
+        def run(m: Measurement = measurement, size: int = batch_size) -> None:
+            m.record(args.requests, worker.time(images, size, args.requests), [])
+
+        steps.append((measurement, run, {"official worker": worker.process.pid}))
+    return steps
 
 
 def run(args: argparse.Namespace) -> dict:
     images = image_list(args.images)
     args.output.mkdir(parents=True, exist_ok=True)
-    loadavg_before, (total0, steal0) = os.getloadavg(), cpu_counters()
+    loadavg_before, (total0, _, steal0) = os.getloadavg(), cpu_counters()
     cleanup: list[Callable[[], None]] = []
-    measurements: list[Measurement] = []
-    steps: list[Callable[[], None]] = []
     report: dict = {}
     try:
-        for name, url in start_servers(args, cleanup).items():
-            log(f"warming up {name} at {url}")
-            warm_endpoint(url, images, max(args.concurrency))
-            for level in args.concurrency:
-                measurements.append(Measurement(name, f"concurrency {level}"))
-                steps.append(endpoint_runner(measurements[-1], url, images, level, args.requests))
+        steps = endpoint_steps(args, images, cleanup)
         if not args.no_inprocess:
-            steps += inprocess_steps(args, images, measurements, cleanup)
-        if not args.no_official and args.official_venv.is_dir():
-            steps += official_steps(args, images, measurements, report, cleanup)
+            steps += inprocess_steps(args, images, cleanup)
+        if not args.no_official and (args.official_venv / "bin" / "python").is_file():
+            steps += official_steps(args, images, report, cleanup)
         elif not args.no_official:
             log(f"no official venv at {args.official_venv}: skipping the official inferencer")
         for round_index in range(args.rounds):
-            for step, measurement in zip(steps, measurements, strict=True):
+            for measurement, one_round, pids in steps:
                 log(f"round {round_index + 1}/{args.rounds}: {measurement.system} {measurement.setting}")
-                step()
+                measurement.timed(one_round, pids)
         if not args.no_inprocess and (args.artifacts / "manifest.json").is_file():
             log("timing the stages in-process")
-            report["stages_ms"] = stage_times(args.artifacts, images, args.rounds)
+            report["stages_ms"] = {
+                label: stage_times(args.artifacts, images, args.rounds, threads)
+                for threads, label in ((1, "ORT threads=1"), (0, "ORT threads=0 (default)"))
+            }
     finally:
         for stop in reversed(cleanup):
             stop()
-    total1, steal1 = cpu_counters()
+    total1, _, steal1 = cpu_counters()
+    measurements = [measurement for measurement, _, _ in steps]
     report.update(
         date=datetime.datetime.now().isoformat(timespec="seconds"),
         command=shlex.join([Path(sys.executable).name, *sys.argv]),
@@ -545,43 +734,6 @@ def run(args: argparse.Namespace) -> dict:
         ratios=ratios(measurements),
     )
     return report
-
-
-def inprocess_steps(args, images: list[Path], measurements: list[Measurement], cleanup: list) -> list[Callable]:
-    from hpsv3_serve.engines.onnx_engine import BASE_DIR, OnnxEngine
-    from hpsv3_serve.prompt import PromptTokenizer
-    from hpsv3_serve.scorer import Scorer
-
-    steps = []
-    for batch_size in args.batch_sizes:
-        scorers = []
-        if args.checkpoint.is_file():
-            scorers.append(("in-process Scorer (torch)", Scorer.from_pretrained(args.checkpoint, args.base, batch_size=batch_size)))
-        if (args.artifacts / "manifest.json").is_file():
-            tokenizer = PromptTokenizer.from_base(args.artifacts / BASE_DIR)
-            scorers.append(("in-process Scorer (onnxruntime)", Scorer(OnnxEngine(args.artifacts), tokenizer, batch_size)))
-        for name, scorer in scorers:
-            log(f"warming up {name} at batch {batch_size}")
-            scorer.score(*pairs(images, len(images)))
-            cleanup.append(lambda pool=scorer._pool: pool.shutdown(wait=False))
-            measurements.append(Measurement(name, f"batch {batch_size}"))
-            steps.append(inprocess_runner(measurements[-1], scorer, images, args.requests))
-    return steps
-
-
-def official_steps(args, images: list[Path], measurements: list[Measurement], report: dict, cleanup: list) -> list:
-    log(f"starting the official inferencer in {args.official_venv}")
-    worker = OfficialWorker(args.official_venv, args.checkpoint.resolve(), args.base.resolve())
-    cleanup.append(worker.close)
-    report["official_versions"] = worker.ready["versions"]
-    steps = []
-    for batch_size in args.batch_sizes:
-        log(f"warming up the official inferencer at batch {batch_size}")
-        worker.time(images, batch_size, len(images))
-        measurement = Measurement("official HPSv3RewardInferencer", f"batch {batch_size}")
-        measurements.append(measurement)
-        steps.append(lambda m=measurement, b=batch_size: m.rounds.append(worker.time(images, b, args.requests)))
-    return steps
 
 
 def main(argv: list[str] | None = None) -> int:

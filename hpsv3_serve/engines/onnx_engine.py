@@ -39,6 +39,7 @@ def _session(artifacts: Path, name: str, threads: int, providers: list[str] | No
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads must not burn CPU
     return ort.InferenceSession(str(artifacts / name), options, providers=providers or ["CPUExecutionProvider"])
 
 
