@@ -31,8 +31,8 @@ class RepositorySettings:
     max_batch_size: int = 16
     preprocess_instances: int = 2
     vision_instances: int = 1
-    queue_delay_us: int = 0  # on CPU, batching does not lower the cost per image (docs/PERFORMANCE.md)
-    threads: int = 1  # ONNX Runtime intra-op threads per session: stages run in parallel processes
+    queue_delay_us: int = 2000
+    threads: int = 0  # ONNX Runtime intra-op threads per session (0: all cores; idle threads do not spin)
 
 
 def render(target: str, settings: RepositorySettings, out: Path) -> Path:
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="repository folder to (re)write")
     parser.add_argument("--max-batch-size", type=int, default=16, help="dynamic batching limit of every model")
     parser.add_argument("--preprocess-instances", type=int, default=2, help="CPU instances decoding images")
-    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per session (0: all cores)")
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per session (0: all cores)")
     args = parser.parse_args(argv)
     settings = settings_for(
         args.artifacts,
