@@ -147,23 +147,36 @@ def _normalisation_table() -> np.ndarray:
 NORMALISED = _normalisation_table()
 
 
-def patchify(image: Image.Image) -> PreparedImage:
-    """Rescale, normalise and cut a resized RGB image into Qwen2-VL patches.
-
-    The uint8 pixels are reordered first (patch order: 2×2 merge blocks, then channel, frame, 14×14)
-    and looked up in `NORMALISED`: the same float32 values as the processor's arithmetic, 4× less work.
-    """
+def patch_pixels(image: Image.Image) -> np.ndarray:
+    """uint8 [h·w, 3·14·14]: a resized RGB image's pixels in patch order (2×2 merge blocks, then channel,
+    14×14). One eighth of the float32 patches' bytes: what the server passes between processes."""
     grid_h, grid_w = image.height // PATCH_SIZE, image.width // PATCH_SIZE
     pixels = np.asarray(image, dtype=np.uint8).reshape(
         grid_h // MERGE_SIZE, MERGE_SIZE, PATCH_SIZE, grid_w // MERGE_SIZE, MERGE_SIZE, PATCH_SIZE, 3
     )
-    ordered = pixels.transpose(0, 3, 1, 4, 6, 2, 5).reshape(grid_h * grid_w, 3, PATCH_SIZE * PATCH_SIZE)
-    lookup = ordered + np.arange(0, 3 * 256, 256, dtype=np.int32)[:, None]  # row of NORMALISED per channel
+    ordered = pixels.transpose(0, 3, 1, 4, 6, 2, 5)  # h-block, w-block, h-merge, w-merge, channel, row, column
+    return ordered.reshape(grid_h * grid_w, 3 * PATCH_SIZE * PATCH_SIZE)
+
+
+def normalise_patches(patches: np.ndarray) -> np.ndarray:
+    """float32 [n, 1176] model input from `patch_pixels`: looked up in `NORMALISED` (the processor's exact
+    values), the one frame repeated to temporal_patch_size."""
+    count = patches.shape[0]
+    lookup = patches.reshape(count, 3, -1) + np.arange(0, 3 * 256, 256, dtype=np.int32)[:, None]
     values = np.take(NORMALISED.ravel(), lookup)  # [patches, channel, 14·14]
-    flat = np.empty((grid_h * grid_w, 3, TEMPORAL_PATCH_SIZE, PATCH_SIZE * PATCH_SIZE), np.float32)
-    flat[:, :, :] = values[:, :, None]  # the one frame, repeated to temporal_patch_size
-    flat = flat.reshape(grid_h * grid_w, PATCH_DIM)
-    return PreparedImage(pixel_values=flat, grid_thw=(1, grid_h, grid_w))
+    frames = np.empty((count, 3, TEMPORAL_PATCH_SIZE, PATCH_SIZE * PATCH_SIZE), np.float32)
+    frames[:, :, :] = values[:, :, None]
+    return frames.reshape(count, PATCH_DIM)
+
+
+def grid_of(image: Image.Image) -> tuple[int, int, int]:
+    """(1, grid_h, grid_w) of a resized image, in 14-pixel patches."""
+    return (1, image.height // PATCH_SIZE, image.width // PATCH_SIZE)
+
+
+def patchify(image: Image.Image) -> PreparedImage:
+    """Rescale, normalise and cut a resized RGB image into Qwen2-VL patches (bit-identical to the processor)."""
+    return PreparedImage(pixel_values=normalise_patches(patch_pixels(image)), grid_thw=grid_of(image))
 
 
 def vision_position_ids(grid_thw: tuple[int, int, int]) -> np.ndarray:

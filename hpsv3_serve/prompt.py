@@ -8,6 +8,7 @@ causal, so the official tail after it (`\\n\\nEND\\n<|im_end|>…`) cannot chang
 
 from __future__ import annotations
 
+import functools
 import json
 from functools import cached_property
 from importlib import resources
@@ -25,6 +26,7 @@ IMAGE_PAD_TOKEN = "<|image_pad|>"
 IMAGE_PAD_TOKEN_ID = 151655
 VOCAB_ROWS = REWARD_TOKEN_ID + 1  # 151658 embedding rows after resize_token_embeddings
 FORBIDDEN_IN_PROMPT = (REWARD_TOKEN, IMAGE_PAD_TOKEN, "<|video_pad|>")
+PROMPT_CACHE_SIZE = 4096
 
 _STRINGS = json.loads(resources.files(__package__).joinpath("prompt_strings.json").read_text("utf-8"))
 INSTRUCTION: str = _STRINGS["instruction"]
@@ -72,6 +74,8 @@ class PromptTokenizer:
                 f"tokenizer: {REWARD_TOKEN} got id {tokenizer.token_to_id(REWARD_TOKEN)}, expected {REWARD_TOKEN_ID}"
             )
         self.tokenizer = tokenizer
+        # Many images share a prompt (RL groups, rankings, benchmarks): tokenise each prompt once.
+        self._cached = functools.lru_cache(maxsize=PROMPT_CACHE_SIZE)(self._text_ids)
 
     @classmethod
     def from_base(cls, base: Path) -> PromptTokenizer:
@@ -85,17 +89,19 @@ class PromptTokenizer:
     def _prefix_ids(self) -> np.ndarray:
         return np.asarray(self.tokenizer.encode(CHAT_PREFIX, add_special_tokens=False).ids, np.int64)
 
+    def _text_ids(self, prompt: str) -> np.ndarray:
+        """Ids of `<|vision_end|>` + user text up to and including `<|Reward|>` (read-only, cached)."""
+        ids = np.asarray(self.tokenizer.encode("<|vision_end|>" + user_text(prompt), add_special_tokens=False).ids)
+        ids = ids[: int(np.flatnonzero(ids == REWARD_TOKEN_ID)[0]) + 1].astype(np.int64)
+        ids.flags.writeable = False
+        return ids
+
     def encode(self, prompts: list[str], image_tokens: list[int]) -> list[np.ndarray]:
         """Token ids per item: chat prefix, image pads, prompt text, ending at `<|Reward|>`."""
-        texts = ["<|vision_end|>" + user_text(check_prompt(p)) for p in prompts]
-        encoded = self.tokenizer.encode_batch(texts, add_special_tokens=False)
-        sequences = []
-        for enc, n_image in zip(encoded, image_tokens, strict=True):
-            ids = np.asarray(enc.ids, np.int64)
-            end = int(np.flatnonzero(ids == REWARD_TOKEN_ID)[0]) + 1
-            pads = np.full(n_image, IMAGE_PAD_TOKEN_ID, np.int64)
-            sequences.append(np.concatenate([self._prefix_ids, pads, ids[:end]]))
-        return sequences
+        return [
+            np.concatenate([self._prefix_ids, np.full(n_image, IMAGE_PAD_TOKEN_ID, np.int64), self._cached(prompt)])
+            for prompt, n_image in zip(map(check_prompt, prompts), image_tokens, strict=True)
+        ]
 
     def encode_one(self, prompt: str, image_tokens: int) -> np.ndarray:
         """`encode` for a single item."""

@@ -1,4 +1,4 @@
-"""Triton Python model `preprocess`: IMAGE bytes + PROMPT bytes → patches, rotary ids, grid, token ids."""
+"""Triton Python model `preprocess`: IMAGE bytes + PROMPT bytes → uint8 patches, rotary ids, grid, token ids."""
 
 import json
 from pathlib import Path
@@ -7,7 +7,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from hpsv3_serve.errors import InputError, PromptError
-from hpsv3_serve.inputs import prepare_image, vision_position_ids
+from hpsv3_serve.inputs import describe, grid_of, load_image, patch_pixels, resize, vision_position_ids
 from hpsv3_serve.prompt import PromptTokenizer
 
 
@@ -25,12 +25,14 @@ class TritonPythonModel:
             prompt = _scalar(request, "PROMPT").decode("utf-8")
         except UnicodeDecodeError as exc:
             raise PromptError("PROMPT", f"not valid UTF-8 ({exc})") from exc
-        image = prepare_image(bytes(_scalar(request, "IMAGE")), allow_urls=False)
-        ids = self.tokenizer.encode_one(prompt, image.num_tokens)
+        data = bytes(_scalar(request, "IMAGE"))
+        image = resize(load_image(data, allow_urls=False), describe(data))
+        patches, grid = patch_pixels(image), grid_of(image)
+        ids = self.tokenizer.encode_one(prompt, len(patches) // 4)
         return [
-            pb_utils.Tensor("_PIXEL_VALUES", image.pixel_values[None]),
-            pb_utils.Tensor("_POSITION_IDS", vision_position_ids(image.grid_thw)[None]),
-            pb_utils.Tensor("_GRID_THW", np.array([image.grid_thw], np.int64)),
+            pb_utils.Tensor("_PATCHES", patches[None]),
+            pb_utils.Tensor("_POSITION_IDS", vision_position_ids(grid)[None]),
+            pb_utils.Tensor("_GRID_THW", np.array([grid], np.int64)),
             pb_utils.Tensor("_INPUT_IDS", ids[None]),
         ]
 
