@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -144,3 +145,19 @@ def test_readme_shows_the_tested_raw_snippet() -> None:
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     block = readme.split("<!-- raw-tritonclient-example -->\n```python\n", 1)[1].split("```", 1)[0]
     assert block == (REPO_ROOT / "client" / "raw_tritonclient_example.py").read_text(encoding="utf-8")
+
+
+def test_serve_re_exports_only_when_the_source_changed(tiny: Path, tiny_checkpoint: Path, tiny_artifacts: Path,
+                                                       tmp_path: Path) -> None:  # fmt: skip
+    from hpsv3_repository.serve import ensure_artifacts
+
+    shutil.copytree(tiny_artifacts, tmp_path / "onnx")
+    said: list[str] = []
+    assert ensure_artifacts(tiny_checkpoint, tiny / "base", tmp_path, said.append) == tmp_path / "onnx"
+    assert "reusing" in said[-1]
+    manifest = json.loads((tmp_path / "onnx" / MANIFEST_FILE).read_text())
+    manifest["source_sha256"] = "made from another checkpoint"
+    (tmp_path / "onnx" / MANIFEST_FILE).write_text(json.dumps(manifest))
+    ensure_artifacts(tiny_checkpoint, tiny / "base", tmp_path, said.append)
+    assert any("exporting" in line for line in said)
+    assert read_manifest(tmp_path / "onnx")["source_sha256"] == read_manifest(tiny_artifacts)["source_sha256"]
