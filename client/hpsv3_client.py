@@ -10,6 +10,7 @@ import asyncio
 import io
 import os
 import random
+import re
 import threading
 from collections.abc import Mapping, Sequence
 
@@ -39,6 +40,9 @@ class ModelNotReadyError(HPSv3Error):
     """The server answers but does not serve the requested model (yet)."""
 
     code = "model_not_ready"
+
+
+ENSEMBLE_PREFIX = re.compile(r"^in ensemble '[^']*', ")
 
 
 def _name(image: object) -> str:
@@ -214,6 +218,7 @@ class HPSv3Client:
         except InferenceServerException as exc:
             status = exc.status() or "error"
             reason = f"timed out after {self.timeout_s:g} s" if "DEADLINE_EXCEEDED" in status else exc.message()
+            reason = ENSEMBLE_PREFIX.sub("", reason or "")  # "in ensemble 'hpsv3', IMAGE: ..." → "IMAGE: ..."
             result.error = f"{result.image}: {reason}"
             return result
         except ValueError as exc:

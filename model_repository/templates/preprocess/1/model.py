@@ -42,6 +42,7 @@ class TritonPythonModel:
             try:
                 responses.append(pb_utils.InferenceResponse(output_tensors=self._prepare(request)))
             except InputError as exc:  # this request fails alone; the batch goes on
-                error = pb_utils.TritonError(f"IMAGE {exc}", pb_utils.TritonError.INVALID_ARG)
+                tensor = "PROMPT" if isinstance(exc, PromptError) else "IMAGE"
+                error = pb_utils.TritonError(f"{tensor}: {exc.reason}", pb_utils.TritonError.INVALID_ARG)
                 responses.append(pb_utils.InferenceResponse(error=error))
         return responses
