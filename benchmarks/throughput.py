@@ -321,7 +321,7 @@ def stage_times(artifacts: Path, images: list[Path], rounds: int, threads: int) 
             resized = timed("smart_resize + BICUBIC", inputs.resize, image)
             prepared = timed("patchify", inputs.patchify, resized)
             ids = timed("tokenise", tokenizer.encode_one, prompt, prepared.num_tokens)
-            embeds = timed("vision encoder", vision, prepared.pixel_values, prepared.grid_thw)
+            embeds = timed("vision encoder", vision, prepared.patches, prepared.grid_thw)
             sequences.append(timed("embed lookup + scatter", language.embed, ids, embeds))
         for sequence in sequences:
             timed("language tower (batch 1)", language, [sequence])

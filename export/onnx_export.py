@@ -25,6 +25,7 @@ from hpsv3_serve.checkpoint import BASE_FILES, DTYPES, load_model
 from hpsv3_serve.engines.onnx_engine import (
     BASE_DIR,
     EMBED_FILE,
+    FORMAT_VERSION,
     HEAD_FILE,
     LANGUAGE_FILE,
     MANIFEST_FILE,
@@ -33,7 +34,7 @@ from hpsv3_serve.engines.onnx_engine import (
 )
 from hpsv3_serve.engines.torch_engine import TorchEngine
 from hpsv3_serve.errors import HPSv3Error
-from hpsv3_serve.inputs import prepare_image, vision_position_ids
+from hpsv3_serve.inputs import PATCH_BYTES, prepare_image, vision_position_ids
 from hpsv3_serve.model import HPSv3RewardModel
 from hpsv3_serve.prompt import PromptTokenizer
 
@@ -42,7 +43,6 @@ from .modules import LanguageTower, RewardHead, VisionEncoder
 OPSET = 23
 ONNX_DTYPES = ("float32", "float16")  # bf16 and fp8 are chosen when TensorRT engines are built (GPU)
 DEFAULT_TOLERANCE = {"float32": 1e-4, "float16": 5e-2}
-FORMAT_VERSION = 1
 
 
 class ExportParityError(HPSv3Error):
@@ -83,10 +83,10 @@ def export_stages(model: HPSv3RewardModel, out: Path) -> None:
     batch = torch.export.Dim("batch", min=1, max=1024)
     length = torch.export.Dim("length", min=2, max=32768)
     grid = (1, 16, 16)
-    pixels = torch.zeros(grid[1] * grid[2], 1176, dtype=dtype)
-    positions = torch.from_numpy(vision_position_ids(grid))
-    _export(VisionEncoder(model), (pixels, positions), ["pixel_values", "position_ids"], ["image_embeds"],
-            {"pixel_values": {0: patches}, "position_ids": {0: patches}}, out / VISION_FILE)  # fmt: skip
+    pixels = torch.zeros(1, grid[1] * grid[2], PATCH_BYTES, dtype=torch.uint8)
+    positions = torch.from_numpy(vision_position_ids(grid))[None]
+    _export(VisionEncoder(model), (pixels, positions), ["patches", "position_ids"], ["image_embeds"],
+            {"patches": {1: patches}, "position_ids": {1: patches}}, out / VISION_FILE)  # fmt: skip
     embeds = torch.zeros(2, 8, hidden, dtype=dtype)
     sequence_dims = {0: batch, 1: length}
     _export(
@@ -128,15 +128,14 @@ def verify(model: HPSv3RewardModel, tokenizer: PromptTokenizer, out: Path, toler
         for item in items:
             grid = torch.tensor([item.image.grid_thw])
             reference = model.encode_images(torch.from_numpy(item.image.pixel_values), grid).float().numpy()
-            onnx_embeds = onnx_engine.vision(item.image.pixel_values, item.image.grid_thw)
+            onnx_embeds = onnx_engine.vision(item.image.patches, item.image.grid_thw)
             report["vision_encoder"] = max(report["vision_encoder"], float(np.abs(onnx_embeds - reference).max()))
         batch = collate(items)
         ids = torch.from_numpy(batch.input_ids)
         pixels = torch.from_numpy(batch.pixel_values)
         embeds = model.embed(ids, model.encode_images(pixels, torch.from_numpy(batch.image_grid_thw)))
         mask = torch.from_numpy(batch.attention_mask)
-        hidden_ref = LanguageTower(model)(embeds, torch.arange(ids.shape[1]).expand_as(ids), mask,
-                                          torch.from_numpy(batch.reward_index)).float().numpy()  # fmt: skip
+        hidden_ref = model.reward_hidden(embeds, mask, torch.from_numpy(batch.reward_index)).float().numpy()
         sequences = [embeds[row, : batch.reward_index[row] + 1].float().numpy() for row in range(len(batch))]
         hidden_onnx = onnx_engine.language(sequences)
         report["language_model"] = float(np.abs(hidden_onnx - hidden_ref).max())

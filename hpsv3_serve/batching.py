@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .inputs import PreparedImage
+from .inputs import PreparedImage, normalise_patches
 from .prompt import PAD_TOKEN_ID
 
 
@@ -25,11 +25,16 @@ class Batch:
     input_ids: np.ndarray  # int64 [B, L]
     attention_mask: np.ndarray  # int64 [B, L]
     reward_index: np.ndarray  # int64 [B]: position of `<|Reward|>` (the last real token)
-    pixel_values: np.ndarray  # float32 [sum patches, 1176]
+    patches: np.ndarray  # uint8 [sum patches, 588]
     image_grid_thw: np.ndarray  # int64 [B, 3]
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+    @property
+    def pixel_values(self) -> np.ndarray:
+        """float32 [sum patches, 1176]: the processor's normalised patches (for the torch reference)."""
+        return normalise_patches(self.patches)
 
 
 def collate(items: list[PreparedItem]) -> Batch:
@@ -44,6 +49,6 @@ def collate(items: list[PreparedItem]) -> Batch:
         input_ids=input_ids,
         attention_mask=attention_mask,
         reward_index=lengths - 1,
-        pixel_values=np.concatenate([item.image.pixel_values for item in items]),
+        patches=np.concatenate([item.image.patches for item in items]),
         image_grid_thw=np.array([item.image.grid_thw for item in items], np.int64),
     )

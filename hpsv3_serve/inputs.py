@@ -29,6 +29,7 @@ PATCH_SIZE = 14
 MERGE_SIZE = 2
 TEMPORAL_PATCH_SIZE = 2
 PATCH_DIM = 3 * TEMPORAL_PATCH_SIZE * PATCH_SIZE * PATCH_SIZE  # 1176
+PATCH_BYTES = 3 * PATCH_SIZE * PATCH_SIZE  # 588: one uint8 frame of a patch, what travels between steps
 IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
 IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 URL_TIMEOUT_S = 20.0
@@ -38,10 +39,15 @@ ImageInput = str | os.PathLike | bytes | Image.Image
 
 @dataclass(frozen=True)
 class PreparedImage:
-    """Model-ready pixels of one image."""
+    """Model-ready pixels of one image: uint8 patches (what travels), normalised on demand."""
 
-    pixel_values: np.ndarray  # float32 [grid_h * grid_w, 1176]
+    patches: np.ndarray  # uint8 [grid_h * grid_w, 588]: `patch_pixels`
     grid_thw: tuple[int, int, int]  # (1, grid_h, grid_w) in 14-pixel patches
+
+    @property
+    def pixel_values(self) -> np.ndarray:
+        """float32 [grid_h * grid_w, 1176]: the Qwen2-VL processor's `pixel_values`, bit for bit."""
+        return normalise_patches(self.patches)
 
     @property
     def num_tokens(self) -> int:
@@ -155,7 +161,7 @@ def patch_pixels(image: Image.Image) -> np.ndarray:
         grid_h // MERGE_SIZE, MERGE_SIZE, PATCH_SIZE, grid_w // MERGE_SIZE, MERGE_SIZE, PATCH_SIZE, 3
     )
     ordered = pixels.transpose(0, 3, 1, 4, 6, 2, 5)  # h-block, w-block, h-merge, w-merge, channel, row, column
-    return ordered.reshape(grid_h * grid_w, 3 * PATCH_SIZE * PATCH_SIZE)
+    return ordered.reshape(grid_h * grid_w, PATCH_BYTES)
 
 
 def normalise_patches(patches: np.ndarray) -> np.ndarray:
@@ -176,7 +182,7 @@ def grid_of(image: Image.Image) -> tuple[int, int, int]:
 
 def patchify(image: Image.Image) -> PreparedImage:
     """Rescale, normalise and cut a resized RGB image into Qwen2-VL patches (bit-identical to the processor)."""
-    return PreparedImage(pixel_values=normalise_patches(patch_pixels(image)), grid_thw=grid_of(image))
+    return PreparedImage(patches=patch_pixels(image), grid_thw=grid_of(image))
 
 
 def vision_position_ids(grid_thw: tuple[int, int, int]) -> np.ndarray:

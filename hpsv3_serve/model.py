@@ -86,13 +86,18 @@ class HPSv3RewardModel(nn.Module):
         mask = (input_ids == IMAGE_PAD_TOKEN_ID).unsqueeze(-1).expand_as(inputs_embeds)
         return inputs_embeds.masked_scatter(mask, image_embeds.to(inputs_embeds.dtype))
 
+    def reward_hidden(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, reward_index: torch.Tensor
+    ) -> torch.Tensor:
+        """Language tower (positions 0..L-1) → final-norm hidden at `reward_index`, `[B, H]`."""
+        hidden = self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), reward_index]
+
     def reward_from_embeds(
         self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, reward_index: torch.Tensor
     ) -> torch.Tensor:
-        """Language tower (positions 0..L-1) → final-norm hidden at `reward_index` → rm_head (fp32)."""
-        hidden = self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
-        picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), reward_index]
-        return self.rm_head(picked.float())
+        """`reward_hidden` → rm_head in fp32: `[B, 2]` mu and log_sigma."""
+        return self.rm_head(self.reward_hidden(inputs_embeds, attention_mask, reward_index).float())
 
     def forward(
         self,

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hpsv3_export.onnx_export import export_onnx, source_digest
-from hpsv3_serve.engines.onnx_engine import MANIFEST_FILE, read_manifest
+from hpsv3_serve.engines.onnx_engine import read_manifest
+from hpsv3_serve.errors import ModelLoadError
 
 from .build import render, settings_for
 from .server import TritonServer
@@ -47,12 +48,20 @@ def cached_digest(checkpoint: Path, base: Path, workdir: Path) -> str:
     return cache[identity]
 
 
+def current_export(artifacts: Path) -> dict:
+    """The manifest of a complete export in this version's format, else {} (export again)."""
+    try:
+        return read_manifest(artifacts)
+    except ModelLoadError:
+        return {}
+
+
 def ensure_artifacts(checkpoint: Path, base: Path, workdir: Path, say: Callable[[str], None] = print) -> Path:
     """The ONNX artifacts for this checkpoint under `workdir/onnx`, exported when missing or stale."""
     workdir.mkdir(parents=True, exist_ok=True)
     artifacts = workdir / "onnx"
     digest = cached_digest(checkpoint, base, workdir)
-    if (artifacts / MANIFEST_FILE).is_file() and read_manifest(artifacts).get("source_sha256") == digest:
+    if current_export(artifacts).get("source_sha256") == digest:
         say(f"reusing ONNX artifacts in {artifacts} (source unchanged)")
         return artifacts
     say(f"exporting ONNX artifacts to {artifacts} (verified against PyTorch) ...")

@@ -24,14 +24,21 @@ HEAD_FILE = "reward_head.onnx"
 EMBED_FILE = "embed_tokens.npy"
 MANIFEST_FILE = "manifest.json"
 BASE_DIR = "base"
+FORMAT_VERSION = 2  # 2: the vision graph takes uint8 patches [1, N, 588] and normalises in-graph
 
 
 def read_manifest(artifacts: Path) -> dict:
-    """The export manifest, or a clear error saying how to create the artifacts."""
+    """The export manifest, or a clear error saying how to create (or refresh) the artifacts."""
     path = Path(artifacts) / MANIFEST_FILE
     if not path.is_file():
         raise ModelLoadError(f"{artifacts}: no {MANIFEST_FILE}; create the artifacts with `hpsv3 export`")
-    return json.loads(path.read_text(encoding="utf-8"))
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if manifest.get("format") != FORMAT_VERSION:
+        raise ModelLoadError(
+            f"{artifacts}: exported in format {manifest.get('format')}, this version reads format "
+            f"{FORMAT_VERSION}; export again with `hpsv3 export` (`hpsv3 serve` does it by itself)"
+        )
+    return manifest
 
 
 def _session(artifacts: Path, name: str, threads: int, providers: list[str] | None):
@@ -47,18 +54,20 @@ class OnnxVisionEncoder:
     """vision_encoder.onnx: one image's patches → its merged embeddings."""
 
     def __init__(self, artifacts: Path, threads: int = 0, providers: list[str] | None = None) -> None:
-        self.dtype = np.dtype(read_manifest(artifacts)["numpy_dtype"])
         self.session = _session(Path(artifacts), VISION_FILE, threads, providers)
 
     def __call__(
-        self, pixel_values: np.ndarray, grid_thw: tuple[int, int, int], position_ids: np.ndarray | None = None
+        self, patches: np.ndarray, grid_thw: tuple[int, int, int], position_ids: np.ndarray | None = None
     ) -> np.ndarray:
-        """[h·w, 1176] patches (+ rotary ids, computed here if absent) → [h·w/4, hidden]."""
+        """uint8 [h·w, 588] patches (+ rotary ids, computed here if absent) → [h·w/4, hidden].
+
+        The graph normalises in-graph with the processor's table, and carries a leading batch
+        dimension of 1 (one image per run), the shape Triton's batching models pass."""
         if position_ids is None:
             position_ids = vision_position_ids(grid_thw)
-        feeds = {"pixel_values": pixel_values.astype(self.dtype), "position_ids": position_ids}
-        embeds = self.session.run(None, feeds)[0]
-        expected = pixel_values.shape[0] // (MERGE_SIZE * MERGE_SIZE)
+        feeds = {"patches": patches[None], "position_ids": position_ids[None]}
+        embeds = self.session.run(None, feeds)[0][0]
+        expected = patches.shape[0] // (MERGE_SIZE * MERGE_SIZE)
         if embeds.shape[0] != expected:
             raise RuntimeError(f"vision encoder returned {embeds.shape[0]} embeddings, expected {expected}")
         return embeds
@@ -124,7 +133,7 @@ class OnnxEngine:
         offsets = np.cumsum([0] + [h * w for _, h, w in batch.image_grid_thw])
         sequences = []
         for row, grid in enumerate(batch.image_grid_thw):
-            image = self.vision(batch.pixel_values[offsets[row] : offsets[row + 1]], tuple(grid))
+            image = self.vision(batch.patches[offsets[row] : offsets[row + 1]], tuple(grid))
             ids = batch.input_ids[row, : batch.reward_index[row] + 1]
             sequences.append(self.language.embed(ids, image))
         mu, sigma = self.head(self.language(sequences))

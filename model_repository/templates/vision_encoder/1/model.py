@@ -6,7 +6,6 @@ from pathlib import Path
 import triton_python_backend_utils as pb_utils
 
 from hpsv3_serve.engines.onnx_engine import OnnxVisionEncoder
-from hpsv3_serve.inputs import normalise_patches
 
 
 def _input(request, name: str):
@@ -24,8 +23,7 @@ class TritonPythonModel:
         for request in requests:
             try:
                 grid = tuple(int(v) for v in _input(request, "_GRID_THW")[0])
-                pixel_values = normalise_patches(_input(request, "_PATCHES")[0])
-                embeds = self.encoder(pixel_values, grid, _input(request, "_POSITION_IDS")[0])
+                embeds = self.encoder(_input(request, "_PATCHES")[0], grid, _input(request, "_POSITION_IDS")[0])
                 responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("_IMAGE_EMBEDS", embeds[None])]))
             except (RuntimeError, ValueError) as exc:
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"vision encoder: {exc}")))
