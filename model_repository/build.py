@@ -1,10 +1,19 @@
 """Render the Triton model repository for a target from `templates/` (one folder per Triton model).
 
     python model_repository/build.py --target cpu --artifacts build/tiny/onnx --out build/repository
+    python model_repository/build.py --target gpu --artifacts ARTIFACTS --out REPO   # on the GPU host
 
-`config.pbtxt` files are templates with `${name}` fields filled here, so sizes are set in one
-place; `1/model.py` files are copied as they are. The rendered tree is the serving graph:
-preprocess → vision_encoder → language_model → reward_head, chained by the `hpsv3` ensemble.
+The serving graph is the same on both targets: preprocess → vision_encoder → language_model →
+reward_head, chained by the `hpsv3` ensemble over the same tensors. Each model folder holds a
+`config.pbtxt` template (`${name}` fields filled from `RepositorySettings`) and, for Python models,
+`1/model.py`; a file named `config.<target>.pbtxt` or `1/model.<target>.py` replaces the shared one
+for that target. Targets:
+
+- cpu: every step is a Python-backend model; the ONNX graphs run in ONNX Runtime (the tritonserver
+  in nvidia-pytriton has only the Python backend).
+- gpu: vision_encoder and reward_head are `tensorrt_plan` models (`1/model.plan` links to
+  ARTIFACTS/tensorrt/<model>.plan, built from the same ONNX graphs), the language tower runs in vLLM
+  (ARTIFACTS/vllm, written by `hpsv3 export --vllm`) inside a Python model; preprocess stays on CPU.
 """
 
 from __future__ import annotations
@@ -16,9 +25,14 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from hpsv3_serve.errors import HPSv3Error
+
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 MODELS = ("preprocess", "vision_encoder", "language_model", "reward_head", "hpsv3")
-TARGETS = ("cpu",)  # "gpu" (TensorRT engines + the vLLM tower) arrives with issues #4 and #8
+TARGETS = ("cpu", "gpu")
+ENGINES_DIR = "tensorrt"  # in the artifacts: <model>.plan for each tensorrt_plan model
+VLLM_DIR = "vllm"  # in the artifacts: the model folder vLLM serves
+GPU_FILES = (f"{ENGINES_DIR}/vision_encoder.plan", f"{ENGINES_DIR}/reward_head.plan", f"{VLLM_DIR}/config.json")
 
 
 @dataclass
@@ -33,29 +47,89 @@ class RepositorySettings:
     vision_instances: int = 1
     queue_delay_us: int = 2000
     threads: int = 0  # ONNX Runtime intra-op threads per session (0: all cores; idle threads do not spin)
+    vllm_dtype: str = "bfloat16"  # GPU target: the language tower's dtype in vLLM (rm_head stays fp32)
+    max_num_batched_tokens: int = 16384  # GPU target: vLLM's token budget per step (≈ 20 requests)
+    gpu_memory_utilization: float = 0.8  # GPU target: vLLM's share; the TensorRT engines use the rest
+
+
+class RepositoryError(HPSv3Error, ValueError):
+    """The artifacts do not hold what the target needs, or the rendered graph does not line up."""
+
+
+def template(model: str, name: str, target: str) -> Path | None:
+    """`name` for `target` (`config.gpu.pbtxt` over `config.pbtxt`), or None when the model has none."""
+    specific = TEMPLATES / model / name.replace(".", f".{target}.", 1)
+    shared = TEMPLATES / model / name
+    return specific if specific.is_file() else shared if shared.is_file() else None
+
+
+def missing_files(target: str, artifacts: Path) -> list[str]:
+    """Artifacts the target needs that are not there."""
+    needed = GPU_FILES if target == "gpu" else ()
+    return [name for name in needed if not (artifacts / name).is_file()]
 
 
 def render(target: str, settings: RepositorySettings, out: Path) -> Path:
-    """Write the repository for `target` into `out` (replaced as a whole); returns `out`."""
+    """Write the repository for `target` into `out` (replaced as a whole), check its graph; returns `out`."""
     if target not in TARGETS:
-        raise ValueError(f"target {target!r} is not available yet; choose from {TARGETS}")
+        raise RepositoryError(f"target {target!r} is unknown; choose from {TARGETS}")
+    artifacts = Path(settings.artifacts)
+    if missing := missing_files(target, artifacts):
+        raise RepositoryError(
+            f"the {target} target needs {', '.join(missing)} in {artifacts}: build the TensorRT engines with "
+            f"`python export/tensorrt.py --artifacts {artifacts}` and the vLLM folder with "
+            f"`hpsv3 export --vllm {artifacts / VLLM_DIR}` on the GPU host (docs/ARCHITECTURE.md)"
+        )
     values = {key: str(value) for key, value in asdict(settings).items()}
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     for model in MODELS:
-        source, dest = TEMPLATES / model, staging / model
-        dest.mkdir(parents=True)
-        config = string.Template((source / "config.pbtxt").read_text(encoding="utf-8"))
-        (dest / "config.pbtxt").write_text(config.substitute(values), encoding="utf-8")
-        (dest / "1").mkdir()
-        if (source / "1" / "model.py").is_file():
-            shutil.copy(source / "1" / "model.py", dest / "1" / "model.py")
+        dest = staging / model
+        (dest / "1").mkdir(parents=True)
+        config = string.Template(template(model, "config.pbtxt", target).read_text(encoding="utf-8"))
+        text = config.substitute(values)
+        (dest / "config.pbtxt").write_text(text, encoding="utf-8")
+        if 'platform: "tensorrt_plan"' in text:
+            (dest / "1" / "model.plan").symlink_to((artifacts / ENGINES_DIR / f"{model}.plan").resolve())
+        elif code := template(model, "1/model.py", target):
+            shutil.copy(code, dest / "1" / "model.py")
+    check_ensemble(staging)
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     return out
 
 
-def settings_for(artifacts: Path, **overrides: int) -> RepositorySettings:
+def check_ensemble(repository: Path) -> None:
+    """Parse every config with Triton's own schema; each ensemble step must map onto its model's
+    inputs and outputs with matching data types (catches a broken target before a server loads it)."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    configs = {
+        model: text_format.Parse((repository / model / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+        for model in MODELS
+    }
+    ensemble = configs["hpsv3"]
+    types = {tensor.name: tensor.data_type for tensor in ensemble.input}
+    for step in ensemble.ensemble_scheduling.step:
+        model = configs[step.model_name]
+        inputs = {tensor.name: tensor.data_type for tensor in model.input}
+        for key, tensor in step.input_map.items():
+            if key not in inputs or types.get(tensor) != inputs[key]:
+                raise RepositoryError(f"{step.model_name}: ensemble tensor {tensor} does not feed its input {key}")
+        outputs = {tensor.name: tensor.data_type for tensor in model.output}
+        for key, tensor in step.output_map.items():
+            if key not in outputs:
+                raise RepositoryError(f"{step.model_name} has no output {key} for ensemble tensor {tensor}")
+            types[tensor] = outputs[key]
+        if unfed := set(inputs) - set(step.input_map):
+            raise RepositoryError(f"{step.model_name}: inputs {sorted(unfed)} get nothing from the ensemble")
+    for tensor in ensemble.output:
+        if types.get(tensor.name) != tensor.data_type:
+            raise RepositoryError(f"hpsv3: output {tensor.name} is not produced by any step with its type")
+
+
+def settings_for(artifacts: Path, **overrides: int | float | str) -> RepositorySettings:
     """Settings for an export folder: paths and hidden size come from its manifest."""
     from hpsv3_serve.engines.onnx_engine import BASE_DIR, read_manifest
 
@@ -71,17 +145,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", choices=TARGETS, default="cpu", help="deployment target")
     parser.add_argument("--artifacts", type=Path, required=True, help="folder written by `hpsv3 export`")
     parser.add_argument("--out", type=Path, required=True, help="repository folder to (re)write")
-    parser.add_argument("--max-batch-size", type=int, default=16, help="dynamic batching limit of every model")
+    parser.add_argument("--max-batch-size", type=int, default=16, help="dynamic batching limit of the models")
     parser.add_argument("--preprocess-instances", type=int, default=2, help="CPU instances decoding images")
-    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per session (0: all cores)")
+    parser.add_argument("--threads", type=int, default=0, help="cpu: ONNX Runtime threads per session (0: all)")
+    parser.add_argument("--vllm-dtype", default="bfloat16", help="gpu: dtype of the language tower in vLLM")
+    parser.add_argument("--max-num-batched-tokens", type=int, default=16384, help="gpu: vLLM tokens per step")
+    parser.add_argument("--gpu-memory-utilization", type=float, default=0.8, help="gpu: vLLM's share of memory")
     args = parser.parse_args(argv)
-    settings = settings_for(
-        args.artifacts,
-        max_batch_size=args.max_batch_size,
-        preprocess_instances=args.preprocess_instances,
-        threads=args.threads,
-    )
-    print(f"rendered {args.target} repository in {render(args.target, settings, args.out)}")
+    try:
+        settings = settings_for(
+            args.artifacts,
+            max_batch_size=args.max_batch_size,
+            preprocess_instances=args.preprocess_instances,
+            threads=args.threads,
+            vllm_dtype=args.vllm_dtype,
+            max_num_batched_tokens=args.max_num_batched_tokens,
+            gpu_memory_utilization=args.gpu_memory_utilization,
+        )
+        out = render(args.target, settings, args.out)
+    except (HPSv3Error, RepositoryError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"rendered {args.target} repository in {out}")
     return 0
 
 

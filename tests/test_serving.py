@@ -53,10 +53,9 @@ def test_render_is_the_serving_graph(tiny_artifacts: Path, tmp_path: Path) -> No
         "hpsv3", "language_model", "preprocess", "reward_head", "vision_encoder",
     ]  # fmt: skip
     ensemble = (repository / "hpsv3" / "config.pbtxt").read_text()
-    assert "max_batch_size: 8" in ensemble and "${" not in ensemble
+    assert "max_batch_size: 1\n" in ensemble and "${" not in ensemble
+    assert "max_batch_size: 8" in (repository / "language_model" / "config.pbtxt").read_text()
     assert (repository / "preprocess" / "1" / "model.py").is_file()
-    with pytest.raises(ValueError, match="not available yet"):
-        render("gpu", settings_for(tiny_artifacts), tmp_path / "gpu")
 
 
 def test_served_scores_match_official_golden_and_in_process(tiny_server: TritonServer, scorer: Scorer, golden: dict):

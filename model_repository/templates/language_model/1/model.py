@@ -24,7 +24,10 @@ class TritonPythonModel:
         rows, sequences = [], []
         for index, request in enumerate(requests):
             try:
-                sequences.append(self.tower.embed(_input(request, "_INPUT_IDS"), _input(request, "_IMAGE_EMBEDS")))
+                embeds, grid = _input(request, "_IMAGE_EMBEDS"), _input(request, "_GRID_THW")
+                if len(embeds) != grid[1] * grid[2] // 4:
+                    raise ValueError(f"{len(embeds)} image embeddings for an image grid of {grid.tolist()}")
+                sequences.append(self.tower.embed(_input(request, "_INPUT_IDS"), embeds))
                 rows.append(index)
             except (ValueError, IndexError) as exc:
                 responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"language model: {exc}"))

@@ -22,8 +22,7 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             try:
-                grid = tuple(int(v) for v in _input(request, "_GRID_THW")[0])
-                embeds = self.encoder(_input(request, "_PATCHES")[0], grid, _input(request, "_POSITION_IDS")[0])
+                embeds = self.encoder.run(_input(request, "_PATCHES")[0], _input(request, "_POSITION_IDS")[0])
                 responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("_IMAGE_EMBEDS", embeds[None])]))
             except (RuntimeError, ValueError) as exc:
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"vision encoder: {exc}")))
