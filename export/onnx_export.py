@@ -7,7 +7,6 @@ by stage and end to end against the PyTorch reference; the export fails when par
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -21,7 +20,7 @@ import transformers
 from PIL import Image
 
 from hpsv3_serve.batching import PreparedItem, collate
-from hpsv3_serve.checkpoint import BASE_FILES, DTYPES, load_model
+from hpsv3_serve.checkpoint import BASE_FILES, DTYPES, load_model, source_digest
 from hpsv3_serve.engines.onnx_engine import (
     BASE_DIR,
     EMBED_FILE,
@@ -49,16 +48,6 @@ class ExportParityError(HPSv3Error):
     """An exported stage disagrees with the PyTorch reference beyond the tolerance."""
 
     code = "export_parity"
-
-
-def source_digest(checkpoint: Path, base: Path) -> str:
-    """Content hash of what an export is made from: checkpoint bytes, base config and tokenizer."""
-    digest = hashlib.sha256()
-    for path in [checkpoint, base / "config.json", base / "tokenizer.json"]:
-        with path.open("rb") as handle:
-            while chunk := handle.read(1 << 24):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _export(module: torch.nn.Module, args: tuple, names: list[str], outputs: list[str], dims: dict, path: Path):

@@ -8,6 +8,8 @@ from the base model: never its 16 GB of weights, which the checkpoint replaces a
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import torch
@@ -28,6 +30,7 @@ BASE_FILES = [
 ]  # fmt: skip
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 EMBED_KEY = "model.embed_tokens.weight"
+DIGEST_CACHE = "source_digests.json"
 _TO_OURS = [  # (checkpoint prefix, our prefix); first match wins, None drops the tensor
     ("model.language_model.", "language_model."),
     ("model.visual.", "visual."),
@@ -162,3 +165,26 @@ def save_official(state: dict[str, torch.Tensor], path: Path, lm_head: torch.Ten
     partial = path.with_suffix(".partial")
     save_file(tensors, str(partial), metadata={"format": "pt"})
     partial.replace(path)
+
+
+def source_digest(checkpoint: Path, base: Path) -> str:
+    """Content hash of what an export is made from: checkpoint bytes, base config and tokenizer."""
+    digest = hashlib.sha256()
+    for path in [checkpoint, base / "config.json", base / "tokenizer.json"]:
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 24):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def cached_digest(checkpoint: Path, base: Path, workdir: Path) -> str:
+    """`source_digest`, remembered per file identity (path, size, mtime) in the workdir."""
+    identity = json.dumps(
+        [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in (checkpoint, base / "config.json")]
+    )
+    cache_path = workdir / DIGEST_CACHE
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    if identity not in cache:
+        cache[identity] = source_digest(checkpoint, base)
+        cache_path.write_text(json.dumps(cache, indent=1))
+    return cache[identity]

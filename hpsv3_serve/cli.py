@@ -17,6 +17,8 @@ EPILOG = """examples:
   hpsv3 serve --checkpoint build/tiny/HPSv3-tiny.safetensors --base build/tiny/base   # Triton on :8001
   hpsv3 score --endpoint 127.0.0.1:8001 --input pairs.jsonl --format jsonl           # over gRPC
   hpsv3 export --checkpoint C --base B --out onnx/ # ONNX stages + parity report
+  hpsv3 export --checkpoint C --base B --vllm vllm/  # a folder `vllm serve` scores faithfully
+  hpsv3 score cat.png --backend vllm               # in-process on vLLM (pip install vllm)
 """
 
 
@@ -59,6 +61,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
             client = HPSv3Client(args.endpoint, concurrency=args.concurrency, timeout_s=args.timeout)
             scored = iter(client.score(images, prompts, progress=True))
+        elif args.backend == "vllm":
+            scored = _vllm_scorer(args).iter_score(images, prompts)
         else:
             scorer = Scorer.from_pretrained(args.checkpoint, args.base, args.device, args.dtype, args.batch_size)
             scored = scorer.iter_score(images, prompts)
@@ -83,6 +87,22 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _vllm_scorer(args: argparse.Namespace):
+    """In-process scorer on vLLM: the exported folder (made once, cached by content hash) + our inputs."""
+    from hpsv3_export.vllm_export import ensure_vllm_folder
+
+    from .checkpoint import resolve_base, resolve_checkpoint
+    from .engines.vllm_engine import VllmEngine
+    from .prompt import PromptTokenizer
+    from .qwen_tokenizer import cache_dir
+    from .scorer import Scorer
+
+    base = resolve_base(args.base)
+    say = lambda text: print(f"hpsv3 score: {text}", file=sys.stderr)  # noqa: E731
+    folder = ensure_vllm_folder(resolve_checkpoint(args.checkpoint), base, cache_dir() / "score-vllm", say)
+    return Scorer(VllmEngine(folder, args.dtype), PromptTokenizer.from_base(base), args.batch_size)
+
+
 def cmd_make_tiny(args: argparse.Namespace) -> int:
     from .errors import HPSv3Error
     from .qwen_tokenizer import TokenizerSourceError
@@ -99,19 +119,28 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from hpsv3_export.onnx_export import export_onnx
-
     from .checkpoint import resolve_base, resolve_checkpoint
     from .errors import HPSv3Error
 
+    if not (args.out or args.vllm):
+        print("hpsv3 export: say where: --out DIR (ONNX stages) and/or --vllm DIR (vLLM folder)", file=sys.stderr)
+        return 2
     try:
-        manifest = export_onnx(
-            resolve_checkpoint(args.checkpoint), resolve_base(args.base), args.out, args.dtype, args.tolerance
-        )
+        checkpoint, base = resolve_checkpoint(args.checkpoint), resolve_base(args.base)
+        if args.out:
+            from hpsv3_export.onnx_export import export_onnx  # onnx is not needed for --vllm alone
+
+            manifest = export_onnx(checkpoint, base, args.out, args.dtype, args.tolerance)
+            summary = {"out": str(args.out), "parity": manifest["parity"], "seconds": manifest["export_seconds"]}
+            print(json.dumps(summary))
+        if args.vllm:
+            from hpsv3_export.vllm_export import export_vllm
+
+            manifest = export_vllm(checkpoint, base, args.vllm)
+            print(json.dumps({"vllm": str(args.vllm), "seconds": manifest["export_seconds"]}))
     except HPSv3Error as exc:
         print(f"hpsv3 export: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({"out": str(args.out), "parity": manifest["parity"], "seconds": manifest["export_seconds"]}))
     return 0
 
 
@@ -166,7 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--input", type=Path, help='JSONL file, one {"image": ..., "prompt": ...} per line')
     score.add_argument("--images-root", type=Path, help="folder for relative paths in --input (default: its folder)")
     _add_model_arguments(score)
-    score.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    score.add_argument(
+        "--backend", default="torch", choices=["torch", "vllm"],
+        help="in-process engine: torch (the reference) or vllm (exports a vLLM folder once, then vLLM's pooling "
+        "runner; needs vllm installed, the device is vLLM's)",
+    )  # fmt: skip
+    score.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (torch backend)")
     score.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="weights dtype (rm_head stays fp32)")
     score.add_argument("--batch-size", type=int, default=8, help="pairs per forward pass")
     score.add_argument("--format", default="table", choices=["table", "jsonl"], help="output format")
@@ -183,7 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _add_model_arguments(export)
-    export.add_argument("--out", type=Path, required=True, help="artifacts folder")
+    export.add_argument("--out", type=Path, help="ONNX artifacts folder (for hpsv3 serve, the CPU target)")
+    export.add_argument(
+        "--vllm", type=Path, metavar="DIR",
+        help="also/instead write a vLLM model folder: `vllm serve DIR --runner pooling` and `hpsv3 score "
+        "--backend vllm` return the official scores (1-D positions, rm_head as the pooling head)",
+    )  # fmt: skip
     export.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="ONNX weights dtype")
     export.add_argument("--tolerance", type=float, help="max |Δ| allowed vs PyTorch (default 1e-4 fp32)")
     export.set_defaults(func=cmd_export)

@@ -164,6 +164,16 @@ def patch_pixels(image: Image.Image) -> np.ndarray:
     return ordered.reshape(grid_h * grid_w, PATCH_BYTES)
 
 
+def image_from_patches(patches: np.ndarray, grid_thw: tuple[int, int, int]) -> Image.Image:
+    """The resized RGB image back from its `patch_pixels` (the exact inverse), for engines that take images."""
+    _, grid_h, grid_w = grid_thw
+    blocks = patches.reshape(
+        grid_h // MERGE_SIZE, grid_w // MERGE_SIZE, MERGE_SIZE, MERGE_SIZE, 3, PATCH_SIZE, PATCH_SIZE
+    )
+    pixels = blocks.transpose(0, 2, 5, 1, 3, 6, 4)  # back to rows (h-block, h-merge, row), columns, channel
+    return Image.fromarray(np.ascontiguousarray(pixels.reshape(grid_h * PATCH_SIZE, grid_w * PATCH_SIZE, 3)), "RGB")
+
+
 def normalise_patches(patches: np.ndarray) -> np.ndarray:
     """float32 [n, 1176] model input from `patch_pixels`: looked up in `NORMALISED` (the processor's exact
     values), the one frame repeated to temporal_patch_size."""

@@ -40,9 +40,9 @@ TINY_CONFIG = {
     "max_position_embeddings": 32768,
     "max_window_layers": 2,
     "model_type": "qwen2_vl",
-    "num_attention_heads": 4,
+    "num_attention_heads": 2,  # head_dim 32: vLLM's CPU attention takes head sizes 32, 64, 80, … (the 7B: 128)
     "num_hidden_layers": 2,
-    "num_key_value_heads": 2,
+    "num_key_value_heads": 1,  # grouped-query attention, as in the 7B (28 query heads, 4 KV heads)
     "rms_norm_eps": 1e-06,
     "rope_theta": 1000000.0,
     "sliding_window": 32768,
@@ -62,7 +62,7 @@ TINY_CONFIG = {
         "spatial_patch_size": PATCH_SIZE,
         "temporal_patch_size": TEMPORAL_PATCH_SIZE,
     },
-    "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
+    "rope_scaling": {"type": "mrope", "mrope_section": [4, 6, 6]},  # sums to head_dim / 2, as [16, 24, 24] does
     "vocab_size": 152064,
 }
 QWEN2_VL_CHAT_TEMPLATE = (

@@ -32,7 +32,7 @@ MODELS = ("preprocess", "vision_encoder", "language_model", "reward_head", "hpsv
 TARGETS = ("cpu", "gpu")
 ENGINES_DIR = "tensorrt"  # in the artifacts: <model>.plan for each tensorrt_plan model
 VLLM_DIR = "vllm"  # in the artifacts: the model folder vLLM serves
-GPU_FILES = (f"{ENGINES_DIR}/vision_encoder.plan", f"{ENGINES_DIR}/reward_head.plan", f"{VLLM_DIR}/config.json")
+GPU_FILES = (f"{ENGINES_DIR}/vision_encoder.plan", f"{ENGINES_DIR}/reward_head.plan", f"{VLLM_DIR}/tower/config.json")
 
 
 @dataclass

@@ -6,21 +6,19 @@ the hash itself is cached per (path, size, mtime) so a restart does not reread 1
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpsv3_export.onnx_export import export_onnx, source_digest
+from hpsv3_export.onnx_export import export_onnx
+from hpsv3_serve.checkpoint import cached_digest
 from hpsv3_serve.engines.onnx_engine import read_manifest
 from hpsv3_serve.errors import ModelLoadError
 
 from .build import render, settings_for
 from .server import TritonServer
-
-DIGEST_CACHE = "source_digests.json"
 
 
 @dataclass
@@ -33,19 +31,6 @@ class ServeOptions:
     metrics_port: int = 8002
     preprocess_instances: int = 2
     max_batch_size: int = 16
-
-
-def cached_digest(checkpoint: Path, base: Path, workdir: Path) -> str:
-    """`source_digest`, remembered per file identity (path, size, mtime) in the workdir."""
-    identity = json.dumps(
-        [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in (checkpoint, base / "config.json")]
-    )
-    cache_path = workdir / DIGEST_CACHE
-    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
-    if identity not in cache:
-        cache[identity] = source_digest(checkpoint, base)
-        cache_path.write_text(json.dumps(cache, indent=1))
-    return cache[identity]
 
 
 def current_export(artifacts: Path) -> dict:

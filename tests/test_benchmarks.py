@@ -22,7 +22,18 @@ def test_throughput_serves_measures_and_reports(
     images = [IMAGES / "small_200.png", IMAGES / "wide_1920x1080.jpg"]
     command = [sys.executable, str(SCRIPT), "--serve", "--artifacts", str(tiny_artifacts)]
     command += ["--checkpoint", str(tiny_checkpoint), "--base", str(tiny / "base"), "--images", *map(str, images)]
-    command += ["--concurrency", "2", "--requests", "6", "--rounds", "1", "--batch-sizes", "2", "--no-official"]
+    command += [
+        "--concurrency",
+        "2",
+        "--requests",
+        "6",
+        "--rounds",
+        "1",
+        "--batch-sizes",
+        "2",
+        "--no-official",
+        "--no-vllm",
+    ]
     command += ["--output", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

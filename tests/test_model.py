@@ -25,7 +25,7 @@ def test_tokens_after_reward_cannot_change_the_score(scorer: Scorer, golden: dic
         item = scorer.prepare(IMAGES / entry["image"], entry["prompt"])
         full = np.asarray(entry["input_ids"], np.int64)
         assert len(full) > len(item.input_ids)
-        np.testing.assert_allclose(_score_ids(scorer, full, item), _score_ids(scorer, item.input_ids, item), atol=1e-6)
+        np.testing.assert_allclose(_score_ids(scorer, full, item), _score_ids(scorer, item.input_ids, item), atol=1e-5)
         garbage_tail = np.concatenate([item.input_ids, np.arange(1000, 1050, dtype=np.int64)])
         np.testing.assert_allclose(_score_ids(scorer, garbage_tail, item)[0], entry["mu"], atol=1e-5)
 

@@ -26,7 +26,7 @@ def gpu_artifacts(tiny_artifacts: Path, tmp_path: Path) -> Path:
     for path in tiny_artifacts.iterdir():
         (artifacts / path.name).symlink_to(path)
     for name in GPU_FILES:
-        (artifacts / name).parent.mkdir(exist_ok=True)
+        (artifacts / name).parent.mkdir(parents=True, exist_ok=True)
         (artifacts / name).write_bytes(b"")
     return artifacts
 
@@ -48,7 +48,7 @@ def test_gpu_target_renders_tensorrt_plans_and_the_vllm_tower(gpu_artifacts: Pat
 
 
 def test_gpu_target_without_engines_says_how_to_build_them(tiny_artifacts: Path, tmp_path: Path) -> None:
-    with pytest.raises(RepositoryError, match=r"export/tensorrt.py .* hpsv3 export --vllm"):
+    with pytest.raises(RepositoryError, match=r"export/tensorrt.py.*hpsv3 export --vllm"):
         render("gpu", settings_for(tiny_artifacts), tmp_path / "repo")
     assert not (tmp_path / "repo").exists()
 

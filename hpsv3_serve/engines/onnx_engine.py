@@ -56,15 +56,15 @@ class OnnxVisionEncoder:
     def __init__(self, artifacts: Path, threads: int = 0, providers: list[str] | None = None) -> None:
         self.session = _session(Path(artifacts), VISION_FILE, threads, providers)
 
-    def __call__(
-        self, patches: np.ndarray, grid_thw: tuple[int, int, int], position_ids: np.ndarray | None = None
-    ) -> np.ndarray:
-        """uint8 [h·w, 588] patches (+ rotary ids, computed here if absent) → [h·w/4, hidden].
+    def __call__(self, patches: np.ndarray, grid_thw: tuple[int, int, int]) -> np.ndarray:
+        """uint8 [h·w, 588] patches of an image with this grid → [h·w/4, hidden]."""
+        return self.run(patches, vision_position_ids(grid_thw))
 
-        The graph normalises in-graph with the processor's table, and carries a leading batch
-        dimension of 1 (one image per run), the shape Triton's batching models pass."""
-        if position_ids is None:
-            position_ids = vision_position_ids(grid_thw)
+    def run(self, patches: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
+        """uint8 patches + their rotary (row, column) ids [h·w, 2] → [h·w/4, hidden].
+
+        The graph normalises with the processor's table in-graph and has a leading batch dimension
+        of 1 (one image per run), the shape Triton passes to a model with max_batch_size 1."""
         feeds = {"patches": patches[None], "position_ids": position_ids[None]}
         embeds = self.session.run(None, feeds)[0][0]
         expected = patches.shape[0] // (MERGE_SIZE * MERGE_SIZE)
