@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, help="HPSv3 .safetensors")
     parser.add_argument("--base", type=Path, required=True, help="Qwen2-VL base folder (config + tokenizer)")
     args = parser.parse_args()
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; the tiny model needs little
     protocol = os.fdopen(os.dup(1), "w", buffering=1)  # answers only; vLLM's own output goes to stderr
     os.dup2(2, 1)
     sys.stdout = sys.stderr
@@ -41,7 +42,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "vllm"
         export_vllm(args.checkpoint, args.base, folder)
-        scorer = Scorer(VllmEngine(folder, "float32"), PromptTokenizer.from_base(args.base))
+        # On CPU vLLM checks that this share of the machine's memory is free at start; the other systems
+        # of the benchmark are loaded by then.
+        engine = VllmEngine(folder, "float32", gpu_memory_utilization=0.3)
+        scorer = Scorer(engine, PromptTokenizer.from_base(args.base))
         versions = {"vllm": vllm.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
         protocol.write(json.dumps({"ready": True, "load_s": round(time.perf_counter() - started, 1),
                                    "versions": versions}) + "\n")  # fmt: skip

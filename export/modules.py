@@ -13,37 +13,44 @@ from torch import nn
 from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
 from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb_vision
 
-from hpsv3_serve.inputs import NORMALISED, TEMPORAL_PATCH_SIZE
+from hpsv3_serve.inputs import IMAGE_MEAN, IMAGE_STD
 from hpsv3_serve.model import HPSv3RewardModel
 
 
 class VisionEncoder(nn.Module):
     """patches uint8 [1,N,588] + position_ids [1,N,2] (one image) → image_embeds [1, N/4, hidden].
 
-    The uint8 patches (`inputs.patch_pixels`) are normalised in-graph with the processor's own
-    table (`inputs.NORMALISED`) and the frame repeated to temporal_patch_size: the same bits as the
-    processor's `pixel_values`, at one eighth of the bytes between the serving steps. The leading 1
+    The uint8 patches (`inputs.patch_pixels`) go straight into the patch embedding, whose weights
+    absorb the processor's rescale, CLIP normalisation and frame doubling (`patch_embedding`): the
+    same math as the processor's `pixel_values` up to float32 rounding, at one eighth of the bytes
+    between the serving steps and half the patch-embedding work. The leading 1
     is the batch dimension Triton's batching models (max_batch_size 1) pass.
     """
 
     def __init__(self, model: HPSv3RewardModel) -> None:
         super().__init__()
         self.visual = model.visual
-        self.register_buffer("normalised", torch.from_numpy(NORMALISED.ravel().copy()), persistent=False)
-        self.register_buffer("channel_offsets", torch.arange(0, 3 * 256, 256).view(1, 3, 1), persistent=False)
 
-    def pixel_values(self, patches: torch.Tensor) -> torch.Tensor:
-        """uint8 [N,588] → float [N,1176] (channel, frame, 14·14), as `inputs.normalise_patches`."""
-        count = patches.shape[0]
-        values = self.normalised[patches.long().view(count, 3, -1) + self.channel_offsets]
-        return values.unsqueeze(2).expand(count, 3, TEMPORAL_PATCH_SIZE, values.shape[-1]).reshape(count, -1)
+    def patch_embedding(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight [out, 588], bias [out]) acting on raw grey levels, folded in float64.
+
+        The processor feeds (x/255 − mean_c)/std_c, the same frame twice, to a bias-free Conv3d with
+        stride = kernel: that is x·(a_c·(w_0 + w_1)) + Σ b_c·(w_0 + w_1) with a_c = 1/(255·std_c),
+        b_c = −mean_c/std_c. One Gemm on the uint8 values instead of a table lookup and a doubled frame.
+        """
+        proj = self.visual.patch_embed.proj.weight  # [out, channel, frame, 14, 14]
+        summed = proj.double().sum(dim=2)  # both frames of a still image are equal
+        scale = 1 / (255 * torch.tensor(IMAGE_STD, dtype=torch.float64))
+        shift = -torch.tensor(IMAGE_MEAN, dtype=torch.float64) / torch.tensor(IMAGE_STD, dtype=torch.float64)
+        weight = (summed * scale.view(1, 3, 1, 1)).reshape(proj.shape[0], -1)
+        bias = (summed * shift.view(1, 3, 1, 1)).sum(dim=(1, 2, 3))
+        return weight.to(proj.dtype), bias.to(proj.dtype)
 
     def forward(self, patches: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         visual = self.visual
-        proj = visual.patch_embed.proj.weight
+        weight, bias = self.patch_embedding()
+        hidden = F.linear(patches[0].to(weight.dtype), weight, bias)
         position_ids = position_ids[0]
-        pixel_values = self.pixel_values(patches[0]).to(proj.dtype)
-        hidden = F.linear(pixel_values, proj.reshape(proj.shape[0], -1))  # Conv3d, stride = kernel
         cos, sin = visual.rotary_pos_emb(hidden, position_ids)
         for block in visual.blocks:
             attn = block.attn

@@ -4,7 +4,8 @@
                                `mrope_section`: vLLM then gives every token the plain 1-D position
                                0..L-1, exactly what the official forward does (FACTS: Positions)
     OUT/model.safetensors      vision tower + language tower in the official flat key names
-    OUT/tokenizer files        the base tokenizer (vLLM reads token ids; `<|Reward|>` is id 151657)
+    OUT/tokenizer files        the base tokenizer with `<|Reward|>` added as id 151657 (requests carry
+                               token ids ending at it: `hpsv3_serve.engines.vllm_engine`)
     OUT/modules.json, 1_Pooling/, 2_Dense/ … 4_Dense/
                                sentence-transformers head: LAST-token pooling, then rm_head's three
                                Linear layers (ReLU, ReLU, identity) in float32, so `LLM.embed` and
@@ -31,6 +32,7 @@ from safetensors.torch import save_file
 
 from hpsv3_serve.checkpoint import BASE_FILES, cached_digest, source_digest, to_official_key, to_our_key
 from hpsv3_serve.errors import ModelLoadError
+from hpsv3_serve.prompt import PromptTokenizer
 
 WEIGHTS_FILE = "model.safetensors"
 MANIFEST = "hpsv3_vllm.json"
@@ -125,6 +127,7 @@ def export_vllm(checkpoint: Path, base: Path, out: Path) -> dict:
         if (base / name).is_file():
             shutil.copy(base / name, staging / name)
             shared.append(name)
+    PromptTokenizer.from_base(base).tokenizer.save(str(staging / "tokenizer.json"))  # with <|Reward|> = 151657
     _write_head(head, hidden, staging)
     _write_tower_view(staging, shared)
     manifest = {

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from safetensors.torch import load_file
+from tokenizers import Tokenizer
 
 from hpsv3_export.vllm_export import TOWER_DIR, current_vllm_export, one_d_positions
 from hpsv3_serve.checkpoint import read_state_dict
@@ -38,6 +39,7 @@ def test_export_vllm_writes_1d_positions_the_real_vocab_and_the_fp32_head(
     assert (tower / "config.json").resolve() == (out / "config.json").resolve()
     assert not (tower / "modules.json").exists(), "the tower view pools the hidden state, without the head"
     assert current_vllm_export(out)["vocab_rows"] == 151658
+    assert Tokenizer.from_file(str(out / "tokenizer.json")).token_to_id("<|Reward|>") == 151657
 
 
 def test_1d_positions_for_legacy_and_transformers5_configs() -> None:

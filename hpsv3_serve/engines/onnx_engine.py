@@ -63,7 +63,7 @@ class OnnxVisionEncoder:
     def run(self, patches: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
         """uint8 patches + their rotary (row, column) ids [h·w, 2] → [h·w/4, hidden].
 
-        The graph normalises with the processor's table in-graph and has a leading batch dimension
+        The graph folds the processor's normalisation into its patch embedding and has a leading batch dimension
         of 1 (one image per run), the shape Triton passes to a model with max_batch_size 1."""
         feeds = {"patches": patches[None], "position_ids": position_ids[None]}
         embeds = self.session.run(None, feeds)[0][0]
