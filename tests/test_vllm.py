@@ -50,7 +50,7 @@ def reference(tiny: Path, tiny_checkpoint: Path):
 
 @pytest.fixture(scope="module")
 def engine(vllm_folder: Path) -> VllmEngine:
-    return VllmEngine(vllm_folder, "float32", enforce_eager=True)
+    return VllmEngine(vllm_folder, "float32")
 
 
 def _golden_pairs(golden: dict) -> tuple[list[Path], list[str]]:

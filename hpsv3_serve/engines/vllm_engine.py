@@ -65,6 +65,7 @@ def pooled(outputs: list, lengths: list[int], width: int) -> np.ndarray:
 
 def engine_arguments(folder: Path, dtype: str, **overrides: Any) -> dict:
     """`vllm.LLM` / `AsyncEngineArgs` keyword arguments for an exported folder (pooling, LAST token)."""
+    import torch
     from vllm.config import PoolerConfig
 
     arguments = {
@@ -76,6 +77,8 @@ def engine_arguments(folder: Path, dtype: str, **overrides: Any) -> dict:
         "limit_mm_per_prompt": {"image": 1},
         "enable_prefix_caching": False,  # every request has a different image: nothing to reuse
         "pooler_config": PoolerConfig(pooling_type="LAST", use_activation=False),  # no normalising of [mu, ls]
+        # CUDA graphs on GPUs; on CPU, compiling takes minutes for little gain on a pooling (prefill-only) model
+        "enforce_eager": not torch.cuda.is_available(),
     }
     arguments.update(overrides)
     return arguments
