@@ -6,6 +6,11 @@
     OUT/model.safetensors      vision tower + language tower in the official flat key names
     OUT/tokenizer files        the base tokenizer with `<|Reward|>` added as id 151657 (requests carry
                                token ids ending at it: `hpsv3_serve.engines.vllm_engine`)
+    OUT/chat_template.jinja    HPSv3's prompt for one [image, text] user message, ending at <|Reward|>
+                               (`hpsv3_serve.prompt.chat_template`): chat requests to `vllm serve`
+                               tokenise exactly like ours
+    OUT/preprocessor_config.json
+                               min_pixels = max_pixels = 200704: images are resized to the official size
     OUT/modules.json, 1_Pooling/, 2_Dense/ … 4_Dense/
                                sentence-transformers head: LAST-token pooling, then rm_head's three
                                Linear layers (ReLU, ReLU, identity) in float32, so `LLM.embed` and
@@ -30,16 +35,18 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from hpsv3_serve.checkpoint import BASE_FILES, cached_digest, source_digest, to_official_key, to_our_key
+from hpsv3_serve.checkpoint import cached_digest, source_digest, to_official_key, to_our_key
 from hpsv3_serve.errors import ModelLoadError
-from hpsv3_serve.prompt import PromptTokenizer
+from hpsv3_serve.inputs import PIXELS
+from hpsv3_serve.prompt import PromptTokenizer, chat_template
 
 WEIGHTS_FILE = "model.safetensors"
 MANIFEST = "hpsv3_vllm.json"
 TOWER_DIR = "tower"
 HEAD_LAYERS = (("0", "torch.nn.modules.activation.ReLU"), ("3", "torch.nn.modules.activation.ReLU"),
                ("5", "torch.nn.modules.linear.Identity"))  # fmt: skip
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
 
 
 def one_d_positions(config: dict) -> dict:
@@ -99,6 +106,25 @@ def _write_head(head: dict[str, torch.Tensor], hidden: int, out: Path) -> None:
     (out / "modules.json").write_text(json.dumps(modules, indent=2))
 
 
+def _write_text_and_image_files(base: Path, out: Path) -> list[str]:
+    """Tokenizer (with `<|Reward|>`), HPSv3 chat template, official image size; returns the names written."""
+    PromptTokenizer.from_base(base).tokenizer.save(str(out / "tokenizer.json"))  # with <|Reward|> = 151657
+    (out / CHAT_TEMPLATE_FILE).write_text(chat_template(), encoding="utf-8")
+    written = ["tokenizer.json", CHAT_TEMPLATE_FILE]
+    for name in ("tokenizer_config.json", "preprocessor_config.json", "generation_config.json"):
+        if not (base / name).is_file():
+            continue
+        settings = json.loads((base / name).read_text(encoding="utf-8"))
+        settings.pop("chat_template", None)  # the Qwen2-VL chat template would add the base's tail
+        if name == "preprocessor_config.json":
+            settings.update(min_pixels=PIXELS, max_pixels=PIXELS)
+            if isinstance(settings.get("size"), dict):
+                settings["size"].update(shortest_edge=PIXELS, longest_edge=PIXELS)
+        (out / name).write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        written.append(name)
+    return written
+
+
 def _write_tower_view(out: Path, shared: list[str]) -> None:
     """OUT/tower: relative links to the tower files, no head modules."""
     view = out / TOWER_DIR
@@ -122,12 +148,7 @@ def export_vllm(checkpoint: Path, base: Path, out: Path) -> dict:
     staging.mkdir(parents=True)
     (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     save_file({key: value.contiguous() for key, value in tower.items()}, str(staging / WEIGHTS_FILE), {"format": "pt"})
-    shared = ["config.json", WEIGHTS_FILE]
-    for name in BASE_FILES[1:]:
-        if (base / name).is_file():
-            shutil.copy(base / name, staging / name)
-            shared.append(name)
-    PromptTokenizer.from_base(base).tokenizer.save(str(staging / "tokenizer.json"))  # with <|Reward|> = 151657
+    shared = ["config.json", WEIGHTS_FILE, *_write_text_and_image_files(base, staging)]
     _write_head(head, hidden, staging)
     _write_tower_view(staging, shared)
     manifest = {
@@ -138,6 +159,7 @@ def export_vllm(checkpoint: Path, base: Path, out: Path) -> dict:
         "vocab_rows": rows,
         "hidden_size": hidden,
         "positions": "1-D: config.json has no mrope_section, so vLLM uses plain RoPE over 0..L-1",
+        "chat": f"{CHAT_TEMPLATE_FILE}: one [image, text] user message rendered as HPSv3's prompt",
         "head": "modules.json: LAST pooling + rm_head (fp32) -> [mu, log_sigma]; tower/ has no head",
         "export_seconds": round(time.perf_counter() - started, 1),
     }

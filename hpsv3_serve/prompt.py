@@ -47,6 +47,34 @@ def render_chat(prompt: str) -> str:
     return f"{CHAT_PREFIX}{IMAGE_PAD_TOKEN}<|vision_end|>{user_text(prompt)}{CHAT_SUFFIX}"
 
 
+def _jinja_text(text: str) -> str:
+    """A Jinja expression that prints `text` exactly (JSON escapes are valid Jinja string escapes)."""
+    return "{{- " + json.dumps(text) + " -}}"
+
+
+def chat_template() -> str:
+    """A Jinja chat template that renders one `[image, text]` user message as HPSv3's prompt, ending at
+    `<|Reward|>`: for stock chat servers (`vllm serve`), whose token ids then equal `PromptTokenizer`'s."""
+    before, after = INSTRUCTION.split("{text_prompt}")
+    reward_line = PROMPT_WITH_SPECIAL_TOKEN[: PROMPT_WITH_SPECIAL_TOKEN.index(REWARD_TOKEN) + len(REWARD_TOKEN)]
+    usage = "HPSv3 scores one user message whose content is [image, text]: the image, then the prompt"
+    reserved = " or ".join(f"{json.dumps(token)} in content['text']" for token in FORBIDDEN_IN_PROMPT)
+    return "".join([
+        "{%- if messages | length != 1 or messages[0]['role'] != 'user' or messages[0]['content'] is string"
+        " or messages[0]['content'] | length != 2 -%}",
+        "{{- raise_exception(" + json.dumps(usage) + ") -}}{%- endif -%}",
+        "{%- for message in messages -%}", _jinja_text(CHAT_PREFIX.removesuffix("<|vision_start|>")),
+        "{%- for content in message['content'] -%}",
+        "{%- if loop.first and content['type'] in ('image', 'image_url') -%}",
+        _jinja_text(f"<|vision_start|>{IMAGE_PAD_TOKEN}<|vision_end|>"),
+        "{%- elif loop.last and content['type'] == 'text' -%}",
+        "{%- if " + reserved + " -%}{{- raise_exception(" + json.dumps("the prompt holds a reserved token") + ") -}}",
+        "{%- endif -%}", _jinja_text(before), "{{- content['text'] -}}", _jinja_text(after + reward_line),
+        "{%- else -%}{{- raise_exception(" + json.dumps(usage) + ") -}}{%- endif -%}",
+        "{%- endfor -%}{%- endfor -%}",
+    ])  # fmt: skip
+
+
 def check_prompt(prompt: object) -> str:
     """Return the prompt if it can be scored; empty prompts are allowed (the official scores them)."""
     if not isinstance(prompt, str):

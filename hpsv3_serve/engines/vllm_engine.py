@@ -3,7 +3,7 @@
 The model folder comes from `hpsv3 export --vllm` (`export/vllm_export.py`): a config without
 `mrope_section`, so vLLM uses the official plain 1-D positions, and the rm_head as a
 sentence-transformers head, so each pooled output is `[mu, log_sigma]`. Images reach vLLM either as
-the already-resized image (vLLM's own vision tower; its processor leaves the size unchanged) or as
+the already-resized image (vLLM's own vision tower; `KEEP_SIZE` makes its processor leave it as is) or as
 precomputed `image_embeds` + `image_grid_thw` from another vision encoder (TensorRT on the GPU
 target, or any callable here). vLLM expands `<|image_pad|>` itself, so prompts carry one pad per
 image; each result is checked against our own token count.
@@ -19,11 +19,14 @@ import numpy as np
 
 from ..batching import Batch
 from ..errors import ModelLoadError
-from ..inputs import image_from_patches
+from ..inputs import FACTOR, PIXELS, image_from_patches
 from ..prompt import IMAGE_PAD_TOKEN_ID
 
 VisionEncoder = Callable[[np.ndarray, tuple[int, int, int]], np.ndarray]  # uint8 patches, grid → embeds
 DEFAULT_MAX_MODEL_LEN = 4096  # ≈ 870 tokens per request, 256 of them image pads; long prompts fit
+# The exported processor resizes to 200704 pixels (official); an image we already resized must stay as is,
+# and smart_resize keeps any size whose sides are multiples of 28 and whose area lies in this range.
+KEEP_SIZE = {"size": {"shortest_edge": FACTOR * FACTOR, "longest_edge": 16 * PIXELS}}
 
 
 def collapse_image_pads(input_ids: np.ndarray) -> list[int]:
@@ -46,7 +49,8 @@ def embeds_prompt(input_ids: np.ndarray, image_embeds: np.ndarray, grid_thw: tup
 def image_prompt(input_ids: np.ndarray, patches: np.ndarray, grid_thw: tuple[int, int, int]) -> dict:
     """A vLLM prompt that carries the resized image, for vLLM's own vision tower."""
     image = image_from_patches(patches, grid_thw)
-    return {"prompt_token_ids": collapse_image_pads(input_ids), "multi_modal_data": {"image": image}}
+    return {"prompt_token_ids": collapse_image_pads(input_ids), "multi_modal_data": {"image": image},
+            "mm_processor_kwargs": KEEP_SIZE}  # fmt: skip
 
 
 def pooled(outputs: list, lengths: list[int], width: int) -> np.ndarray:
