@@ -134,7 +134,7 @@ class _Resolver:
         if isinstance(value, dict) and value.get("bytes") is not None:  # a datasets Image feature
             value = value["bytes"]
         if isinstance(value, (bytes, bytearray)):
-            return ImageRef(name=f"{self.data_file.name}#{where}", data=bytes(value))
+            return ImageRef(name=f"{self.data_file.name}{where}", data=bytes(value))
         if isinstance(value, str) and value:
             path = Path(value)
             return ImageRef(name=value, path=path if path.is_absolute() else self.root / path)
