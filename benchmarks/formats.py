@@ -26,7 +26,7 @@ from pathlib import Path
 
 from hpsv3_serve.inputs import ImageInput
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
 LIST_FORMATS = ("hpdv2", "imagereward")
 PAIR_FORMATS = ("hpdv3", "hpdv2-pairs", "pickapic", *LIST_FORMATS)
 SIGNATURES = {  # format → the fields that identify it, in the order formats are tried
@@ -89,6 +89,21 @@ class RankedList:
             tie = self.ranks[i] == self.ranks[j]
             found.append(Pair(self.prompt, self.images[better], self.images[worse], human_tie=tie))
         return found
+
+
+def image_files(paths: list[Path]) -> list[Path]:
+    """The --images arguments as image files: files as given, folders give their images (sorted)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DataError(f"--images {path}: neither an image file nor a folder")
+    if not files:
+        raise DataError(f"--images {' '.join(map(str, paths))}: no images found")
+    return files
 
 
 def read_records(path: Path) -> list[dict]:

@@ -21,11 +21,11 @@ from tqdm import tqdm
 from . import perf_analyzer
 from .cache import JsonlLog, read_jsonl
 from .charts import latency_curve
-from .formats import IMAGE_SUFFIXES, DataError
+from .formats import DataError, image_files
 from .loadgen import drive
 from .report import Report, number, table
 from .scoring import FIRST
-from .triton_stats import SERVER_MODELS, add_delta, server_breakdown, server_snapshot
+from .triton_stats import SERVER_MODELS, add_delta, server_breakdown, server_snapshot, step_cells
 
 SYNTHETIC_SIZES = ((1024, 1024), (1344, 768), (768, 1344), (512, 512))  # typical generator outputs
 LEVELS_FILE = "latency-levels.jsonl"
@@ -48,16 +48,7 @@ def load_images(paths: list[Path]) -> dict[str, bytes]:
     """name → bytes of the --images files (folders give their images), or the synthetic set without any."""
     if not paths:
         return synthetic_images()
-    files = []
-    for path in paths:
-        if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise DataError(f"--images {path}: neither an image file nor a folder")
-    if not files:
-        raise DataError(f"--images {' '.join(map(str, paths))}: no images found")
+    files = image_files(paths)
     return {str(path): path.read_bytes() for path in files}
 
 
@@ -122,19 +113,12 @@ def markdown(result: dict) -> str:
         "of each ensemble step; transport/other = client mean latency − server time.",
         "",
     ]
-    steps = SERVER_MODELS[1:]
-    rows = []
-    for lv in levels:
-        server, models = lv["server"], lv["server"]["models"]
-        cells = [
-            f"{models[s]['queue_ms']:.1f} / {models[s]['compute_ms']:.1f} (b {models[s]['avg_batch']:.1f})"
-            if s in models
-            else "—"
-            for s in steps
-        ]
-        times = [number(server["server_ms"], 1), number(server["transport_other_ms"], 1)]
-        rows.append([lv["concurrency"], *times, *cells])
-    lines += table(["concurrency", "server ms", "transport/other ms", *steps], rows)
+    rows = [
+        [lv["concurrency"], number(lv["server"]["server_ms"], 1), number(lv["server"]["transport_other_ms"], 1),
+         *step_cells(lv["server"])]
+        for lv in levels
+    ]  # fmt: skip
+    lines += table(["concurrency", "server ms", "transport/other ms", *SERVER_MODELS[1:]], rows)
     errors = [error for lv in levels for error in lv["error_examples"]]
     if errors:
         lines += ["", "Errors (first few): " + "; ".join(f"`{e}`" for e in errors[:FIRST])]

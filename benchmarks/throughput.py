@@ -44,8 +44,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hpsv3_benchmarks.formats import DataError, image_files
 from hpsv3_benchmarks.loadgen import drive
-from hpsv3_benchmarks.triton_stats import SERVER_MODELS, add_delta, server_breakdown, server_snapshot
+from hpsv3_benchmarks.triton_stats import SERVER_MODELS, add_delta, server_breakdown, server_snapshot, step_cells
 
 if TYPE_CHECKING:
     from hpsv3_serve.scorer import Scorer
@@ -60,7 +61,6 @@ PROMPTS = [
     "sunset over mountains with a cat and a rainbow, highly detailed digital painting",
     "a lighthouse at night",
 ]
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
 TARGETS = {"endpoint / official": 2.0, "endpoint / in-process": 0.85}
 WORKERS = {  # kind: (venv argument, worker script, system name in the tables)
     "official": ("official_venv", "official_inferencer.py", "official HPSv3RewardInferencer"),
@@ -390,13 +390,7 @@ def markdown(report: dict) -> str:
             "|---|---:|---:|---:|" + "---|" * (len(SERVER_MODELS) - 1),
         ]
         for m in servers:
-            s, models = m["server"], m["server"]["models"]
-            cells = [
-                f"{models[n]['queue_ms']:.1f} / {models[n]['compute_ms']:.1f} (b {models[n]['avg_batch']:.1f})"
-                if n in models
-                else "—"
-                for n in SERVER_MODELS[1:]
-            ]
+            s, cells = m["server"], step_cells(m["server"])
             lines.append(
                 f"| {m['system']} {m['setting']} | {m['latency_ms']['mean']:.1f} | {s['server_ms']:.1f} "
                 f"| {s['transport_other_ms']:.1f} | " + " | ".join(cells) + " |"
@@ -455,17 +449,10 @@ def ratios(measurements: list[Measurement]) -> list[dict]:
 
 
 def image_list(paths: list[Path]) -> list[Path]:
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise SystemExit(f"--images: {path} is neither an image file nor a folder")
-    if not found:
-        raise SystemExit("--images: no images found")
-    return [p.resolve() for p in found]
+    try:
+        return [p.resolve() for p in image_files(paths)]
+    except DataError as exc:
+        raise SystemExit(str(exc)) from exc
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, int]]:

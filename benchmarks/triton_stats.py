@@ -62,3 +62,14 @@ def server_breakdown(totals: Snapshot, wall_s: float, client_mean_ms: float) -> 
         }
     server_ms = models.get("hpsv3", {}).get("request_ms", 0.0)
     return {"models": models, "server_ms": server_ms, "transport_other_ms": client_mean_ms - server_ms}
+
+
+def step_cells(breakdown: dict) -> list[str]:
+    """One table cell per ensemble step: "queue / compute ms per request (b images per execution)"."""
+    models = breakdown["models"]
+    return [
+        f"{models[n]['queue_ms']:.1f} / {models[n]['compute_ms']:.1f} (b {models[n]['avg_batch']:.1f})"
+        if n in models
+        else "—"
+        for n in SERVER_MODELS[1:]
+    ]
