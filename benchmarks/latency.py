@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import io
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -60,9 +61,8 @@ def _percentiles(latencies_s: list[float]) -> dict[str, float]:
 def measure_asyncio(args: argparse.Namespace, images: list[bytes], concurrency: int) -> dict:
     """One level with our generator: --requests requests cycling through the images."""
     load = [images[i % len(images)] for i in range(args.requests)]
-    wall, latencies, errors = asyncio.run(
-        drive(args.endpoint, load, [args.prompt] * len(load), concurrency, args.timeout)
-    )
+    prompts = [args.prompt] * len(load)
+    wall, latencies, errors = asyncio.run(drive(args.endpoint, load, prompts, concurrency, args.timeout, args.model))
     return {
         "requests": len(load),
         "errors": len(errors),
@@ -72,19 +72,35 @@ def measure_asyncio(args: argparse.Namespace, images: list[bytes], concurrency: 
     }
 
 
-def measure_level(args: argparse.Namespace, generator: str, images: list[bytes], concurrency: int) -> dict:
-    """One level by `generator`, with the server statistics over it."""
-    totals: dict = {}
-    before, started = server_snapshot(args.endpoint), time.perf_counter()
-    if generator == "perf_analyzer":
-        data_file = perf_analyzer.write_input_data(images, args.prompt, args.output)
+def load_generator(args: argparse.Namespace, name: str, images: list[bytes]) -> Callable[[int], dict]:
+    """concurrency → the level's client-side numbers, measured by perf_analyzer or the asyncio generator."""
+    if name == "asyncio":
+        return lambda concurrency: measure_asyncio(args, images, concurrency)
+    data_file = perf_analyzer.write_input_data(images, args.prompt, args.output)
+
+    def measure(concurrency: int) -> dict:
         level = perf_analyzer.measure(args.endpoint, args.model, concurrency, args.requests, data_file, args.output)
-        level |= {"requests": None, "errors": 0, "error_examples": []}  # it stops at the first error
-    else:
-        level = measure_asyncio(args, images, concurrency)
+        return level | {"requests": None, "errors": 0, "error_examples": []}  # it stops at the first error
+
+    return measure
+
+
+def measure_level(url: str, measure: Callable[[int], dict], concurrency: int) -> dict:
+    """One level, with the server statistics over it."""
+    totals: dict = {}
+    before, started = server_snapshot(url), time.perf_counter()
+    level = measure(concurrency)
     wall = time.perf_counter() - started
-    add_delta(totals, before, server_snapshot(args.endpoint))
+    add_delta(totals, before, server_snapshot(url))
     return {"concurrency": concurrency, **level, "server": server_breakdown(totals, wall, level["latency_ms"]["mean"])}
+
+
+async def _wait_ready(args: argparse.Namespace) -> None:
+    """A clear error (ServerUnavailableError, ModelNotReadyError) before anything else when nothing serves."""
+    from hpsv3_client import HPSv3Client
+
+    async with HPSv3Client(args.endpoint, model=args.model) as client:
+        await client.wait_ready(timeout_s=30)
 
 
 def _generator(choice: str) -> str:
@@ -134,12 +150,15 @@ def run_latency(args: argparse.Namespace) -> Report:
     log_path = args.output / LEVELS_FILE
     done = {r["concurrency"]: r["level"] for r in read_jsonl(log_path) if r["settings"] == settings}
     todo = [c for c in args.sweep if c not in done]
+    asyncio.run(_wait_ready(args))
     if todo and generator == "asyncio":  # warm up: first requests pay for loading and allocation
-        asyncio.run(drive(args.endpoint, images * 2, [args.prompt] * 2 * len(images), max(todo), args.timeout))
+        warm = images * 2
+        asyncio.run(drive(args.endpoint, warm, [args.prompt] * len(warm), max(todo), args.timeout, args.model))
+    measure = load_generator(args, generator, images)
     log = JsonlLog(log_path)
     try:
         for concurrency in tqdm(todo, desc="concurrency levels", unit="level", disable=None):
-            done[concurrency] = measure_level(args, generator, images, concurrency)
+            done[concurrency] = measure_level(args.endpoint, measure, concurrency)
             log.append({"settings": settings, "concurrency": concurrency, "level": done[concurrency]})
     finally:
         log.close()

@@ -10,12 +10,17 @@ from hpsv3_serve.inputs import ImageInput
 
 
 async def drive(
-    url: str, images: Sequence[ImageInput], prompts: Sequence[str], concurrency: int, timeout_s: float = 120
+    url: str,
+    images: Sequence[ImageInput],
+    prompts: Sequence[str],
+    concurrency: int,
+    timeout_s: float = 120,
+    model: str = "hpsv3",
 ) -> tuple[float, list[float], list[str]]:
     """Send every pair as its own request, `concurrency` in flight; (wall s, latencies s, errors)."""
     from hpsv3_client import HPSv3Client
 
-    async with HPSv3Client(url, concurrency=concurrency, timeout_s=timeout_s) as client:
+    async with HPSv3Client(url, model=model, concurrency=concurrency, timeout_s=timeout_s) as client:
         await client.wait_ready(timeout_s=60)
         queue = list(zip(images, prompts, strict=True))[::-1]
         latencies: list[float] = []

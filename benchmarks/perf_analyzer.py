@@ -16,6 +16,8 @@ import struct
 import subprocess
 from pathlib import Path
 
+from .scoring import ScoringError
+
 BINARY = "perf_analyzer"
 
 
@@ -45,7 +47,7 @@ def parse_csv(text: str) -> dict:
 
 
 def measure(url: str, model: str, concurrency: int, requests: int, data_file: Path, workdir: Path) -> dict:
-    """Run perf_analyzer at one concurrency level; raises RuntimeError with its output when it fails."""
+    """Run perf_analyzer at one concurrency level; raises ScoringError with its output when it fails."""
     csv_file = workdir / f"perf_analyzer-c{concurrency}.csv"
     command = [
         find() or BINARY, "-m", model, "-u", url, "-i", "grpc", "--input-data", str(data_file),
@@ -54,7 +56,7 @@ def measure(url: str, model: str, concurrency: int, requests: int, data_file: Pa
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} exited with {done.returncode}: {(done.stdout + done.stderr)[-2000:]}")
+        raise ScoringError(f"{' '.join(command)} exited with {done.returncode}: {(done.stdout + done.stderr)[-2000:]}")
     return parse_csv(csv_file.read_text())
 
 

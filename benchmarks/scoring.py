@@ -82,40 +82,8 @@ async def _check_model(client: HPSv3Client, endpoint: Endpoint, cache: ScoreCach
     cache.check_model(endpoint.model, (probe.mu, probe.sigma))
 
 
-async def _score(endpoint: Endpoint, cache: ScoreCache, todo: dict[Key, ImageRef]) -> dict[Key, str]:
-    """Score every key not in the cache yet, appending each result as it lands; errors by key."""
-    from hpsv3_client import HPSv3Client
-
-    errors: dict[Key, str] = {}
-    queue = list(todo.items())[::-1]
-    options = {"model": endpoint.model, "concurrency": endpoint.concurrency, "timeout_s": endpoint.timeout_s}
-    async with HPSv3Client(endpoint.url, **options) as client:
-        await _check_model(client, endpoint, cache)
-        bar = tqdm(total=len(todo), desc="scoring", unit="img", disable=None)
-
-        async def worker() -> None:
-            while queue:
-                key, image = queue.pop()
-                (result,) = await client.score_async([image.source()], [key[1]])
-                if result.error:  # the client's message starts with the image it names; the report names it
-                    errors[key] = result.error.removeprefix(f"{result.image}: ")
-                else:
-                    cache.put(key, result.mu, result.sigma)
-                bar.update()
-
-        try:
-            await asyncio.gather(*(worker() for _ in range(endpoint.concurrency)))
-        finally:
-            bar.close()
-    return errors
-
-
-def score_items(items: Iterable[Item], cache: ScoreCache, endpoint: Endpoint) -> Scores:
-    """mu for every item, from the cache or scored now; the endpoint is always checked to serve the cache's model."""
-    distinct = list(dict.fromkeys(items))
-    images = list(dict.fromkeys(image for image, _ in distinct))
-    scores = Scores(missing=[image for image in images if image.missing])
-    present = [image for image in images if not image.missing]
+def _content_keys(distinct: list[Item], present: list[ImageRef], scores: Scores) -> dict[Item, Key]:
+    """(sha256 of the image bytes, prompt) of each item whose image can be read; the others go to `failed`."""
     digests = dict(zip(present, _hash_all(present), strict=True))
     keys: dict[Item, Key] = {}
     for image, prompt in distinct:
@@ -124,18 +92,56 @@ def score_items(items: Iterable[Item], cache: ScoreCache, endpoint: Endpoint) ->
             scores.failed[(image, prompt)] = f"cannot read {image.path}: {digest.strerror}"
         elif digest is not None:
             keys[(image, prompt)] = (digest, prompt)
-    unique = set(keys.values())
-    todo = {key: image for (image, _), key in keys.items() if cache.get(key) is None}
-    errors = asyncio.run(_score(endpoint, cache, todo))
+    return keys
+
+
+async def _score_todo(client: HPSv3Client, cache: ScoreCache, todo: dict[Key, ImageRef], workers: int) -> dict:
+    """Score every key of `todo`, appending each result to the cache as it lands; the errors by key."""
+    queue, errors = list(todo.items())[::-1], {}
+    bar = tqdm(total=len(todo), desc="scoring", unit="img", disable=None)
+
+    async def worker() -> None:
+        while queue:
+            key, image = queue.pop()
+            (result,) = await client.score_async([image.source()], [key[1]])
+            if result.error:  # the client's message starts with the image it names; the report names it
+                errors[key] = result.error.removeprefix(f"{result.image}: ")
+            else:
+                cache.put(key, result.mu, result.sigma)
+            bar.update()
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(workers)))
+    finally:
+        bar.close()
+    return errors
+
+
+async def _score(endpoint: Endpoint, cache: ScoreCache, distinct: list[Item], scores: Scores) -> None:
+    """Check the served model, hash the images, score what the cache lacks, fill `scores`."""
+    from hpsv3_client import HPSv3Client
+
+    options = {"model": endpoint.model, "concurrency": endpoint.concurrency, "timeout_s": endpoint.timeout_s}
+    async with HPSv3Client(endpoint.url, **options) as client:
+        await _check_model(client, endpoint, cache)  # before reading thousands of images: fail fast
+        present = [image for image in dict.fromkeys(image for image, _ in distinct) if not image.missing]
+        keys = await asyncio.to_thread(_content_keys, distinct, present, scores)
+        todo = {key: image for (image, _), key in keys.items() if cache.get(key) is None}
+        errors = await _score_todo(client, cache, todo, endpoint.concurrency)
     for item, key in keys.items():
         if key in errors:
             scores.failed[item] = errors[key]
         else:
             scores.mu[item] = cache.get(key)[0]
-    scores.stats = {
-        "items": len(distinct),
-        "unique": len(unique),
-        "from_cache": len(unique) - len(todo),
-        "scored_now": len(todo) - len(errors),
-    }
+    unique = len(set(keys.values()))
+    scores.stats = {"items": len(distinct), "unique": unique, "from_cache": unique - len(todo)}
+    scores.stats["scored_now"] = len(todo) - len(errors)
+
+
+def score_items(items: Iterable[Item], cache: ScoreCache, endpoint: Endpoint) -> Scores:
+    """mu for every item, from the cache or scored now; the endpoint is always checked to serve the cache's model."""
+    distinct = list(dict.fromkeys(items))
+    images = dict.fromkeys(image for image, _ in distinct)
+    scores = Scores(missing=[image for image in images if image.missing])
+    asyncio.run(_score(endpoint, cache, distinct, scores))
     return scores
