@@ -156,10 +156,15 @@ class _Resolver:
         raise DataError(f"--data {self.data_file}: record {where}: expected an image path or bytes, got {value!r:.80}")
 
 
+def _models(record: dict, first: str, second: str) -> tuple[str, str] | None:
+    """The generators of the two images, when the record names both."""
+    return (str(record[first]), str(record[second])) if record.get(first) and record.get(second) else None
+
+
 def _hpdv3(record: dict, image: _Resolver, where: str) -> list[Pair]:
     counts = sorted(record.get("choice_dist") or [], reverse=True)
     tie = len(counts) >= 2 and counts[0] == counts[1]
-    models = (str(record["model1"]), str(record["model2"])) if "model1" in record and "model2" in record else None
+    models = _models(record, "model1", "model2")
     chosen, rejected = image(record["path1"], f"{where}.path1"), image(record["path2"], f"{where}.path2")
     return [Pair(record["prompt"], chosen, rejected, tie, models)]
 
@@ -173,7 +178,7 @@ def _hpdv2_pairs(record: dict, image: _Resolver, where: str) -> list[Pair]:
 
 def _pickapic(record: dict, image: _Resolver, where: str) -> list[Pair]:
     first, second = image(record["jpg_0"], f"{where}.jpg_0"), image(record["jpg_1"], f"{where}.jpg_1")
-    models = (str(record["model_0"]), str(record["model_1"])) if "model_0" in record and "model_1" in record else None
+    models = _models(record, "model_0", "model_1")
     if record["label_1"] > record["label_0"]:
         first, second = second, first
         models = models[::-1] if models else None

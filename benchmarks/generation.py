@@ -25,7 +25,8 @@ def _images(folder: Path, limit: int | None) -> list[Path]:
 
 
 def _folders(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir())
+    """Sub-folders, without hidden ones (.ipynb_checkpoints, .cache, ...)."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def discover(root: Path, limit: int | None = None) -> tuple[str, dict[str, dict[str, list[Path]]]]:
