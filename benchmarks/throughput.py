@@ -44,6 +44,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hpsv3_benchmarks.formats import DataError, image_files
+from hpsv3_benchmarks.loadgen import drive
+from hpsv3_benchmarks.triton_stats import SERVER_MODELS, add_delta, server_breakdown, server_snapshot, step_cells
+
 if TYPE_CHECKING:
     from hpsv3_serve.scorer import Scorer
 
@@ -57,8 +61,6 @@ PROMPTS = [
     "sunset over mountains with a cat and a rainbow, highly detailed digital painting",
     "a lighthouse at night",
 ]
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
-SERVER_MODELS = ("hpsv3", "preprocess", "vision_encoder", "language_model", "reward_head")
 TARGETS = {"endpoint / official": 2.0, "endpoint / in-process": 0.85}
 WORKERS = {  # kind: (venv argument, worker script, system name in the tables)
     "official": ("official_venv", "official_inferencer.py", "official HPSv3RewardInferencer"),
@@ -163,74 +165,6 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
 # -- the endpoint --------------------------------------------------------------------------------------------
 
 
-def server_snapshot(url: str) -> dict[str, dict[str, float]]:
-    """Cumulative Triton statistics per model: request counts, ns per phase, batch executions, busy ns."""
-    import tritonclient.grpc as grpcclient
-
-    with grpcclient.InferenceServerClient(url) as client:
-        response = client.get_inference_statistics(model_name="")
-    snapshot = {}
-    for model in response.model_stats:
-        stats = model.inference_stats
-        busy = sum(b.compute_input.ns + b.compute_infer.ns + b.compute_output.ns for b in model.batch_stats)
-        snapshot[model.name] = {
-            "requests": stats.success.count,
-            "request_ns": stats.success.ns,
-            "queue_ns": stats.queue.ns,
-            "compute_ns": stats.compute_input.ns + stats.compute_infer.ns + stats.compute_output.ns,
-            "input_ns": stats.compute_input.ns,
-            "output_ns": stats.compute_output.ns,
-            "executions": model.execution_count,
-            "inferences": model.inference_count,
-            "busy_ns": busy,
-        }
-    return snapshot
-
-
-def server_breakdown(totals: dict[str, dict[str, float]], wall_s: float, client_mean_ms: float) -> dict:
-    """Per model: queue and compute ms per request, images per execution, busy ms per image and share of wall."""
-    models = {}
-    for name, t in totals.items():
-        requests = max(t["requests"], 1)
-        models[name] = {
-            "requests": t["requests"],
-            "request_ms": t["request_ns"] / requests / 1e6,
-            "queue_ms": t["queue_ns"] / requests / 1e6,
-            "compute_ms": t["compute_ns"] / requests / 1e6,
-            "compute_input_ms": t["input_ns"] / requests / 1e6,
-            "compute_output_ms": t["output_ns"] / requests / 1e6,
-            "avg_batch": t["inferences"] / max(t["executions"], 1),
-            "busy_ms_per_image": t["busy_ns"] / requests / 1e6,
-            "busy_share_of_wall": t["busy_ns"] / 1e9 / wall_s if wall_s else 0.0,
-        }
-    server_ms = models.get("hpsv3", {}).get("request_ms", 0.0)
-    return {"models": models, "server_ms": server_ms, "transport_other_ms": client_mean_ms - server_ms}
-
-
-async def drive(url: str, images: list[str], prompts: list[str], concurrency: int) -> tuple[float, list[float], list]:
-    """Send every pair as its own request, `concurrency` in flight; (wall s, latencies s, errors)."""
-    from hpsv3_client import HPSv3Client
-
-    async with HPSv3Client(url, concurrency=concurrency, timeout_s=120) as client:
-        await client.wait_ready(timeout_s=60)
-        queue = list(zip(images, prompts, strict=True))[::-1]
-        latencies: list[float] = []
-        errors: list[str] = []
-
-        async def worker() -> None:
-            while queue:
-                image, prompt = queue.pop()
-                started = time.perf_counter()
-                (result,) = await client.score_async([image], [prompt])
-                latencies.append(time.perf_counter() - started)
-                if result.error:
-                    errors.append(result.error)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return time.perf_counter() - started, latencies, errors
-
-
 def endpoint_round(measurement: Measurement, url: str, images: list[Path], concurrency: int, count: int) -> None:
     """One round against the endpoint, with the server's statistics over it."""
     before = server_snapshot(url)
@@ -238,11 +172,7 @@ def endpoint_round(measurement: Measurement, url: str, images: list[Path], concu
     after = server_snapshot(url)
     measurement.record(count, wall, errors)
     measurement.latencies_s += latencies
-    for name in after:
-        if name in SERVER_MODELS:
-            total = measurement.server.setdefault(name, dict.fromkeys(after[name], 0))
-            for key, value in after[name].items():
-                total[key] += value - before.get(name, {}).get(key, 0)
+    add_delta(measurement.server, before, after)
 
 
 def warm_endpoint(url: str, images: list[Path], concurrency: int) -> None:
@@ -460,13 +390,7 @@ def markdown(report: dict) -> str:
             "|---|---:|---:|---:|" + "---|" * (len(SERVER_MODELS) - 1),
         ]
         for m in servers:
-            s, models = m["server"], m["server"]["models"]
-            cells = [
-                f"{models[n]['queue_ms']:.1f} / {models[n]['compute_ms']:.1f} (b {models[n]['avg_batch']:.1f})"
-                if n in models
-                else "—"
-                for n in SERVER_MODELS[1:]
-            ]
+            s, cells = m["server"], step_cells(m["server"])
             lines.append(
                 f"| {m['system']} {m['setting']} | {m['latency_ms']['mean']:.1f} | {s['server_ms']:.1f} "
                 f"| {s['transport_other_ms']:.1f} | " + " | ".join(cells) + " |"
@@ -525,17 +449,10 @@ def ratios(measurements: list[Measurement]) -> list[dict]:
 
 
 def image_list(paths: list[Path]) -> list[Path]:
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise SystemExit(f"--images: {path} is neither an image file nor a folder")
-    if not found:
-        raise SystemExit("--images: no images found")
-    return [p.resolve() for p in found]
+    try:
+        return [p.resolve() for p in image_files(paths)]
+    except DataError as exc:
+        raise SystemExit(str(exc)) from exc
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, int]]:

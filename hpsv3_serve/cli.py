@@ -19,6 +19,7 @@ EPILOG = """examples:
   hpsv3 export --checkpoint C --base B --out onnx/ # ONNX stages + parity report
   hpsv3 export --checkpoint C --base B --vllm vllm/  # a folder `vllm serve` scores faithfully
   hpsv3 score cat.png --backend vllm               # in-process on vLLM (pip install vllm)
+  hpsv3 bench --endpoint 127.0.0.1:8001 pairs --data HPDv3/test.json   # accuracy, ranking, generators, latency
 """
 
 
@@ -255,10 +256,21 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--seed", type=int, default=0, help="weights seed (numpy PCG64)")
     tiny.add_argument("--tiktoken", type=Path, help="qwen.tiktoken path (default: cache or pip download)")
     tiny.set_defaults(func=cmd_make_tiny)
+
+    verbs.add_parser(
+        "bench",
+        help="benchmark an endpoint: preference accuracy, ranking, generators, latency (hpsv3 bench --help)",
+        add_help=False,
+    )  # parsed by hpsv3_benchmarks.cli (the parser of benchmarks/run.py): see main()
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # the benchmark runner has its own parser (shared with benchmarks/run.py)
+        from hpsv3_benchmarks.cli import main as bench
+
+        return bench(argv[1:], prog="hpsv3 bench")
     args = build_parser().parse_args(argv)
     return args.func(args)
 

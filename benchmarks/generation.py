@@ -1,0 +1,117 @@
+"""`generation`: mean mu of each generator's images per prompt category (the official benchmark's table).
+
+Layouts: DIR/CATEGORY/**/IMAGE (one generator, named after DIR) or DIR/GENERATOR/CATEGORY/**/IMAGE; each
+image's prompt is the .txt file beside it with the same name.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .cache import ScoreCache
+from .charts import category_bars
+from .formats import IMAGE_SUFFIXES, DataError, ImageRef
+from .metrics import overall_stats, score_stats
+from .report import Report, exclusions, number, table
+from .scoring import FIRST, Endpoint, score_items
+
+LAYOUT_HELP = "category folders (DIR/CATEGORY/IMAGE.png + IMAGE.txt) or generator folders (DIR/GENERATOR/CATEGORY/...)"
+
+
+def _images(folder: Path, limit: int | None) -> list[Path]:
+    found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return found[:limit]
+
+
+def _folders(folder: Path) -> list[Path]:
+    """Sub-folders, without hidden ones (.ipynb_checkpoints, .cache, ...)."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def discover(root: Path, limit: int | None = None) -> tuple[str, dict[str, dict[str, list[Path]]]]:
+    """(layout, generator → category → images); `limit` caps the images of each category."""
+    if not root.is_dir():
+        raise DataError(f"--images {root}: not a folder; expected {LAYOUT_HELP}")
+    subfolders = _folders(root)
+    if any(p.suffix.lower() in IMAGE_SUFFIXES for folder in subfolders for p in folder.iterdir()):
+        return "categories", {root.resolve().name: {c.name: _images(c, limit) for c in subfolders}}
+    found = {g.name: {c.name: _images(c, limit) for c in _folders(g)} for g in subfolders}
+    if not any(images for categories in found.values() for images in categories.values()):
+        raise DataError(f"--images {root}: no images found; expected {LAYOUT_HELP}")
+    return "generators", found
+
+
+def read_prompt(image: Path, first_line: bool) -> str | None:
+    """The prompt in IMAGE.txt (stripped; only its first line with `first_line`), None when there is no file."""
+    text_file = image.with_suffix(".txt")
+    if not text_file.is_file():
+        return None
+    text = text_file.read_text(encoding="utf-8").strip()
+    return text.splitlines()[0].strip() if first_line and text else text
+
+
+def markdown(result: dict) -> str:
+    generators, categories = result["generators"], result["categories"]
+    ranked = sorted(generators, key=lambda g: -generators[g]["overall"]["mean"] if generators[g]["overall"] else 0)
+    rows = [
+        [name, *(number(generators[name]["categories"].get(c, {}).get("mean")) for c in categories),
+         number((generators[name]["overall"] or {}).get("mean"))]
+        for name in ranked
+    ]  # fmt: skip
+    lines = [f"# Generation benchmark: {result['images']}", "", "Mean mu per category; overall = mean of means.", ""]
+    lines += table(["generator", *categories, "overall"], rows)
+    for name in ranked:
+        stats = {**generators[name]["categories"], "OVERALL": generators[name]["overall"]}
+        rows = [[c, s["count"], *(number(s[k]) for k in ("mean", "std", "min", "max"))] for c, s in stats.items() if s]
+        lines += ["", f"## {name}", "", *table(["category", "count", "mean", "std", "min", "max"], rows)]
+    missing = result["missing_prompts"]
+    notes = exclusions(result)
+    if missing["count"]:
+        shown = ", ".join(f"`{name}`" for name in missing["first"])
+        notes.insert(0, f"- Images without a .txt prompt ({missing['count']}, excluded): {shown}")
+    return "\n".join([*lines, "", *notes]) + "\n"
+
+
+def run_generation(args: argparse.Namespace) -> Report:
+    layout, found = discover(args.images, args.limit)
+    prompts, no_prompt = {}, []
+    for categories in found.values():
+        for images in categories.values():
+            for image in images:
+                prompt = read_prompt(image, args.first_line)
+                prompts[image] = prompt
+                if prompt is None:
+                    no_prompt.append(str(image.relative_to(args.images)))
+    refs = {image: ImageRef(str(image.relative_to(args.images)), image) for image in prompts}
+    items = [(refs[image], prompt) for image, prompt in prompts.items() if prompt is not None]
+    cache = ScoreCache(args.cache)
+    try:
+        scores = score_items(items, cache, Endpoint(args.endpoint, args.model, args.concurrency, args.timeout))
+    finally:
+        cache.close()
+    generators = {}
+    for generator, categories in found.items():
+        stats = {}
+        for category, images in categories.items():
+            mus = [scores.mu.get((refs[i], prompts[i])) for i in images if prompts[i] is not None]
+            mus = [mu for mu in mus if mu is not None]
+            if mus:
+                stats[category] = score_stats(mus)
+        generators[generator] = {"categories": stats, "overall": overall_stats(stats) if stats else None}
+    all_categories = sorted({c for categories in found.values() for c in categories})
+    result = {
+        "task": "generation",
+        "images": str(args.images),
+        "layout": layout,
+        "limit": args.limit,
+        "prompt": "first line of IMAGE.txt" if args.first_line else "IMAGE.txt, stripped",
+        "categories": all_categories,
+        "generators": generators,
+        "missing_prompts": {"count": len(no_prompt), "first": no_prompt[:FIRST]},
+        **scores.problems(),
+        "run": scores.stats,
+    }
+    return Report(
+        "generation", result, markdown(result), lambda path: category_bars(result, path), failed=len(scores.failed)
+    )

@@ -1,0 +1,62 @@
+"""A task's report: NAME.json (every number), NAME.md (the tables, also printed), NAME.png when it has a chart."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Report:
+    """What a task hands back: the numbers, their Markdown, an optional chart, how many items failed."""
+
+    name: str  # file stem: pairs, ranking, generation, latency
+    result: dict
+    markdown: str
+    chart: Callable[[Path], None] | None = None  # draws NAME.png
+    failed: int = 0  # items that could not be scored (the exit status is 1 then)
+
+    def write(self, output: Path) -> list[Path]:
+        """Write the files into `output`; returns their paths."""
+        output.mkdir(parents=True, exist_ok=True)
+        written = [output / f"{self.name}.json", output / f"{self.name}.md"]
+        written[0].write_text(json.dumps(self.result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        written[1].write_text(self.markdown, encoding="utf-8")
+        if self.chart is not None:
+            written.append(output / f"{self.name}.png")
+            self.chart(written[-1])
+        return written
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]], numeric_from: int = 1) -> list[str]:
+    """A Markdown table; columns from `numeric_from` on are right-aligned."""
+    align = ["---" if i < numeric_from else "---:" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return lines
+
+
+def number(value: float | None, digits: int = 4) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def percent(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.2f} %"
+
+
+def interval(bounds: Sequence[float] | None) -> str:
+    return "—" if bounds is None else f"{100 * bounds[0]:.2f}–{100 * bounds[1]:.2f} %"
+
+
+def exclusions(problems: dict) -> list[str]:
+    """Markdown lines naming the missing image files and the failed items, when there are any."""
+    lines = []
+    for key, label in (("missing_images", "Missing image files"), ("failed_items", "Items the endpoint failed")):
+        found = problems[key]
+        if found["count"]:
+            shown = ", ".join(f"`{name}`" for name in found["first"])
+            more = f" and {found['count'] - len(found['first'])} more" if found["count"] > len(found["first"]) else ""
+            lines.append(f"- {label} ({found['count']}, excluded): {shown}{more}")
+    return lines
