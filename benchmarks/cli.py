@@ -178,9 +178,13 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         metavar="C1,C2,...",
         help="concurrency levels (default 1,2,4,8,16)",
     )
-    sweep.add_argument("--requests", type=_positive, default=64, help="requests per level (default 64)")
+    sweep.add_argument("--requests", type=_positive, default=64,
+                       help="requests per level (perf_analyzer: per measurement window) (default 64)")  # fmt: skip
     sweep.add_argument("--load-generator", default="auto", choices=["auto", "asyncio", "perf_analyzer"],
                          help="auto: perf_analyzer when it is on PATH, else the asyncio generator")  # fmt: skip
+    sweep.add_argument("--stability", type=_positive, default=10, metavar="PERCENT",
+                       help="perf_analyzer only: windows count as stable within this %% of each other; raise it on "
+                       "a busy machine, where it may fail to stabilise (default 10, perf_analyzer's)")  # fmt: skip
     sweep.set_defaults(run=latency.run_latency)
 
     for task in (pairs, ranking, generation, sweep):

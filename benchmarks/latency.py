@@ -79,8 +79,10 @@ def load_generator(args: argparse.Namespace, name: str, images: list[bytes]) -> 
     data_file = perf_analyzer.write_input_data(images, args.prompt, args.output)
 
     def measure(concurrency: int) -> dict:
-        level = perf_analyzer.measure(args.endpoint, args.model, concurrency, args.requests, data_file, args.output)
-        return level | {"requests": None, "errors": 0, "error_examples": []}  # it stops at the first error
+        level = perf_analyzer.measure(
+            args.endpoint, args.model, concurrency, args.requests, args.stability, data_file, args.output
+        )
+        return level | {"errors": 0, "error_examples": []}  # it exits at the first error (raised as ScoringError)
 
     return measure
 
@@ -107,7 +109,10 @@ def _generator(choice: str) -> str:
     if choice == "auto":
         return "perf_analyzer" if perf_analyzer.find() else "asyncio"
     if choice == "perf_analyzer" and not perf_analyzer.find():
-        raise DataError("--load-generator perf_analyzer: no perf_analyzer on PATH (it ships in Triton's SDK image)")
+        raise DataError(
+            "--load-generator perf_analyzer: no perf_analyzer on PATH; `bash scripts/setup_perf_analyzer.sh` installs "
+            "it into build/perf_analyzer (then add build/perf_analyzer/bin to PATH), or use Triton's SDK image"
+        )
     return choice
 
 
@@ -147,6 +152,8 @@ def run_latency(args: argparse.Namespace) -> Report:
     images = list(named.values())
     settings = {"endpoint": args.endpoint, "model": args.model, "load_generator": generator,
                 "requests_per_level": args.requests, "images": list(named), "prompt": args.prompt}  # fmt: skip
+    if generator == "perf_analyzer":
+        settings["stability_percent"] = args.stability
     log_path = args.output / LEVELS_FILE
     done = {r["concurrency"]: r["level"] for r in read_jsonl(log_path) if r["settings"] == settings}
     todo = [c for c in args.sweep if c not in done]

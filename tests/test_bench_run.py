@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -24,7 +25,9 @@ from hpsv3_benchmarks.triton_stats import server_snapshot
 from hpsv3_repository.server import TritonServer
 from hpsv3_serve.scorer import Scorer
 
-RUN_PY = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
+ROOT = Path(__file__).resolve().parent.parent
+RUN_PY = ROOT / "benchmarks" / "run.py"
+PERF_ANALYZER = ROOT / "build" / "perf_analyzer" / "bin" / "perf_analyzer"
 HPSV3 = str(Path(sys.executable).with_name("hpsv3"))
 PROMPTS = ["a red fox in the snow", "a lighthouse at night"]
 SERVED_VS_INPROCESS = 2e-5  # ONNX Runtime in the server vs torch in-process (export parity: ~1e-6)
@@ -219,12 +222,12 @@ def test_generation_category_means_per_generator(
 
 def test_latency_sweep_with_the_server_split(tiny_server: TritonServer, images: Path, tmp_path: Path) -> None:
     args = ["--endpoint", tiny_server.grpc_url, "latency", "--images", images / "img0.png", images / "img3.png",
-            "--requests", "4", "--output", tmp_path]  # fmt: skip
+            "--requests", "4", "--output", tmp_path, "--load-generator", "asyncio"]  # fmt: skip
 
     assert _bench(*args, "--sweep", "1,2") == 0
 
     result = json.loads((tmp_path / "latency.json").read_text())
-    assert result["load_generator"] == "asyncio", "perf_analyzer is not installed here"
+    assert result["load_generator"] == "asyncio"
     assert [level["concurrency"] for level in result["levels"]] == [1, 2]
     for level in result["levels"]:
         latency = level["latency_ms"]
@@ -240,6 +243,31 @@ def test_latency_sweep_with_the_server_split(tiny_server: TritonServer, images: 
     rerun = json.loads((tmp_path / "latency.json").read_text())
     assert rerun["run"]["levels_from_log"] == 2 and rerun["run"]["levels_measured_now"] == 1
     assert rerun["levels"][:2] == result["levels"]
+
+
+def test_latency_sweep_driven_by_perf_analyzer(tiny_server: TritonServer, images: Path, tmp_path: Path) -> None:
+    """The real perf_analyzer binary (`make perf-analyzer`), found on PATH by `--load-generator auto`, sends the
+    images as real input data: every request succeeds and Triton counts them."""
+    if not PERF_ANALYZER.is_file():
+        pytest.skip(f"{PERF_ANALYZER} is missing: `make perf-analyzer` installs it (make test does)")
+    env = os.environ | {"PATH": f"{PERF_ANALYZER.parent}{os.pathsep}{os.environ['PATH']}"}
+    sent = [images / "img0.png", images / "img3.png"]
+    command = [sys.executable, RUN_PY, "--endpoint", tiny_server.grpc_url, "latency", "--images", *sent,
+               "--requests", "4", "--stability", "100", "--sweep", "1,2", "--output", tmp_path]  # fmt: skip
+    before = server_snapshot(tiny_server.grpc_url)["hpsv3"]["requests"]
+
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "latency.json").read_text())
+    assert result["load_generator"] == "perf_analyzer"
+    for level in result["levels"]:
+        assert level["requests"] >= 4 and level["errors"] == 0 and level["throughput_per_s"] > 0
+        assert 0 < level["latency_ms"]["p50"] <= level["latency_ms"]["p90"] <= level["latency_ms"]["p99"]
+        assert level["server"]["models"]["preprocess"]["compute_ms"] > 0, "the images reached preprocessing"
+    measured = sum(level["requests"] for level in result["levels"])
+    assert server_snapshot(tiny_server.grpc_url)["hpsv3"]["requests"] >= before + measured
+    assert "load by perf_analyzer" in done.stdout
 
 
 def _result_lines(cache: Path) -> int:
