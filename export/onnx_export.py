@@ -61,7 +61,8 @@ def _export(module: torch.nn.Module, args: tuple, names: list[str], outputs: lis
         dynamo=True,
         verbose=False,
     )
-    program.save(str(path), external_data=path.name == LANGUAGE_FILE)
+    # weights in `<graph>.onnx.data`: the 7B vision encoder (2.7 GB in fp32) and tower pass protobuf's 2 GB limit
+    program.save(str(path), external_data=path.name != HEAD_FILE)
 
 
 def export_stages(model: HPSv3RewardModel, out: Path) -> None:

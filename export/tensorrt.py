@@ -1,4 +1,4 @@
-"""`python export/tensorrt.py --artifacts DIR`: build the GPU target's TensorRT engines (see tensorrt_build)."""
+"""`python export/tensorrt.py --onnx DIR`: build the GPU target's TensorRT engines (see tensorrt_build)."""
 
 import os
 import sys

@@ -30,6 +30,12 @@ MERGE_SIZE = 2
 TEMPORAL_PATCH_SIZE = 2
 PATCH_DIM = 3 * TEMPORAL_PATCH_SIZE * PATCH_SIZE * PATCH_SIZE  # 1176
 PATCH_BYTES = 3 * PATCH_SIZE * PATCH_SIZE  # 588: one uint8 frame of a patch, what travels between steps
+# Every size smart_resize accepts becomes 508..1816 patches (127..454 merged image tokens). When it rescales,
+# the sides in 28-px units are floor (or ceil) of a and b with a·b = 256 and a ≥ √(256/200): floor(a)·floor(b)
+# ≥ 1·127 (a just under 2, or exactly 2 computed as 1.99…, e.g. 65×4160), ceil(a)·ceil(b) ≤ 2·227 at the
+# aspect-ratio limit (e.g. 1×200); an image already on the budget keeps 1024. TensorRT profiles use this range.
+MIN_PATCHES = 4 * 127
+MAX_PATCHES = 4 * 454
 IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
 IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 URL_TIMEOUT_S = 20.0

@@ -77,7 +77,7 @@ def render(target: str, settings: RepositorySettings, out: Path) -> Path:
     if missing := missing_files(target, artifacts):
         raise RepositoryError(
             f"the {target} target needs {', '.join(missing)} in {artifacts}: build the TensorRT engines with "
-            f"`python export/tensorrt.py --artifacts {artifacts}` and the vLLM folder with "
+            f"`python export/tensorrt.py --onnx {artifacts}` and the vLLM folder with "
             f"`hpsv3 export --vllm {artifacts / VLLM_DIR}` on the GPU host (docs/ARCHITECTURE.md)"
         )
     values = {key: str(value) for key, value in asdict(settings).items()}

@@ -13,7 +13,17 @@ import pytest
 from PIL import Image
 
 from hpsv3_serve.errors import ImageDecodeError, ImageNotFoundError, ImageSizeError
-from hpsv3_serve.inputs import PATCH_DIM, PIXELS, load_image, prepare_image, smart_resize
+from hpsv3_serve.inputs import (
+    MAX_PATCHES,
+    MAX_RATIO,
+    MIN_PATCHES,
+    PATCH_DIM,
+    PATCH_SIZE,
+    PIXELS,
+    load_image,
+    prepare_image,
+    smart_resize,
+)
 
 from .conftest import IMAGES
 
@@ -105,3 +115,21 @@ def test_extreme_aspect_ratio_is_rejected() -> None:
     Image.new("RGB", (4020, 20), "white").save(buffer, "PNG")
     with pytest.raises(ImageSizeError, match="aspect ratio must be smaller than 200"):
         prepare_image(buffer.getvalue())
+
+
+def _patches(height: int, width: int) -> int:
+    new_h, new_w = smart_resize(height, width)
+    return (new_h // PATCH_SIZE) * (new_w // PATCH_SIZE)
+
+
+def test_patch_count_range_is_attained_and_never_left() -> None:
+    """The TensorRT profile range: both ends are reached, and a sweep of sizes (every aspect ratio the
+    official limit allows, tiny to 20k px) stays inside it."""
+    assert _patches(65, 4160) == MIN_PATCHES and _patches(1, 200) == MAX_PATCHES
+    assert _patches(448, 448) == PIXELS // PATCH_SIZE**2 == 1024
+    rng = np.random.default_rng(0)
+    widths = rng.integers(1, 20_000, 40_000)
+    heights = np.maximum(1, np.ceil(widths / MAX_RATIO * rng.uniform(1, MAX_RATIO, widths.size))).astype(int)
+    counts = {_patches(int(h), int(w)) for h, w in zip(heights, widths, strict=True) if w / h <= MAX_RATIO}
+    counts |= {_patches(k * k * m, 256 * m) for k in range(2, 17) for m in range(1, 40)}  # a or b exactly whole
+    assert min(counts) >= MIN_PATCHES and max(counts) <= MAX_PATCHES
