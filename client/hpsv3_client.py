@@ -2,6 +2,12 @@
 
 One item per request (IMAGE and PROMPT of shape [1, 1]) so that a bad item fails only its own request; the
 server's dynamic batcher regroups the requests, and up to `concurrency` of them are in flight at once.
+
+Several endpoints (`HPSv3Client("gpu-a:8001,gpu-b:8001")` or a list) share the load: each request goes to the
+healthy endpoint with the fewest requests in flight. An endpoint that is down (UNAVAILABLE) or going down
+(unloading its models) is taken out of rotation and its request goes to another one (inference is
+idempotent); after a cool-down that doubles with each failure (up to `MAX_COOLDOWN_S`) a health probe
+(`is_model_ready`) brings it back.
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ import os
 import random
 import re
 import threading
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
@@ -26,8 +34,10 @@ from hpsv3_serve.prompt import check_prompt
 from hpsv3_serve.results import ScoreResult
 
 DEFAULT_URL = "127.0.0.1:8001"
+MAX_COOLDOWN_S = 30.0
 PNG_MODES = {"1", "L", "LA", "P", "RGB", "RGBA"}  # saved to PNG and read back unchanged
 _UNAVAILABLE = "StatusCode.UNAVAILABLE"
+_UNLOADING = "has no available versions"  # NOT_FOUND while a server unloads its models (shutdown, restart)
 
 
 class ServerUnavailableError(HPSv3Error):
@@ -43,6 +53,11 @@ class ModelNotReadyError(HPSv3Error):
 
 
 ENSEMBLE_PREFIX = re.compile(r"^in ensemble '[^']*', ")
+
+
+def _retryable(exc: InferenceServerException) -> bool:
+    """The endpoint, not the request, is the problem: down, or going down (unloading its models)."""
+    return exc.status() == _UNAVAILABLE or _UNLOADING in (exc.message() or "")
 
 
 def _name(image: object) -> str:
@@ -81,6 +96,35 @@ def _scalar(result: grpcclient.InferResult, name: str) -> float:
     return float(values.reshape(-1)[0])
 
 
+def split_urls(urls: str | Sequence[str]) -> list[str]:
+    """ "a:1,b:2" or ["a:1", "b:2"] → ["a:1", "b:2"] (blanks dropped, order and duplicates kept out)."""
+    parts = urls.split(",") if isinstance(urls, str) else list(urls)
+    found = list(dict.fromkeys(part.strip() for part in parts if part and part.strip()))
+    if not found:
+        raise ValueError(f"no endpoint address in {urls!r} (expected HOST:PORT[,HOST:PORT...])")
+    return found
+
+
+@dataclass
+class Endpoint:
+    """One server of the pool: its channel (per event loop), load and health."""
+
+    url: str
+    client: grpcclient.InferenceServerClient | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    checked: bool = False
+    in_flight: int = 0
+    served: int = 0
+    failures: int = 0
+    down_until: float = 0.0
+    down_reason: str = ""
+    probe: asyncio.Task | None = field(default=None, repr=False)
+
+    @property
+    def healthy(self) -> bool:
+        return self.failures == 0
+
+
 class HPSv3Client:
     """Async client of an HPSv3 Triton endpoint; `score()` is the blocking wrapper of `score_async()`.
 
@@ -90,7 +134,7 @@ class HPSv3Client:
 
     def __init__(
         self,
-        url: str = DEFAULT_URL,
+        url: str | Sequence[str] = DEFAULT_URL,
         *,
         model: str = "hpsv3",
         concurrency: int = 16,
@@ -103,7 +147,8 @@ class HPSv3Client:
         certificate_chain: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        self.url = url
+        self.endpoints = [Endpoint(address) for address in split_urls(url)]
+        self.url = ",".join(endpoint.url for endpoint in self.endpoints)
         self.model = model
         self.concurrency = max(1, concurrency)
         self.timeout_s = timeout_s
@@ -116,61 +161,133 @@ class HPSv3Client:
             "private_key": private_key,
             "certificate_chain": certificate_chain,
         }
-        self._client: grpcclient.InferenceServerClient | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._checked = False
 
     # -- connection ----------------------------------------------------------------------------------------
 
     def _unavailable(self, detail: str) -> ServerUnavailableError:
+        where = f"at {self.url}" if len(self.endpoints) == 1 else f"at any of {self.url}"
         return ServerUnavailableError(
-            f"no Triton server answers at {self.url} ({detail}); start one with `hpsv3 serve` "
+            f"no Triton server answers {where} ({detail}); start one with `hpsv3 serve` "
             "or point the client at a running server"
         )
 
-    def _channel(self) -> grpcclient.InferenceServerClient:
-        """The client of the running loop, created on first use in that loop."""
+    def _channel(self, endpoint: Endpoint) -> grpcclient.InferenceServerClient:
+        """The endpoint's client in the running loop, created on first use in that loop."""
         loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            self._client = grpcclient.InferenceServerClient(self.url, **self._tls)
-            self._loop, self._checked = loop, False
-        return self._client
+        if endpoint.client is None or endpoint.loop is not loop:
+            endpoint.client = grpcclient.InferenceServerClient(endpoint.url, **self._tls)
+            endpoint.loop, endpoint.checked, endpoint.probe = loop, False, None
+        return endpoint.client
+
+    async def _rpc(self, endpoint: Endpoint, method: str, *args: object, **kwargs: object) -> object:
+        return await getattr(self._channel(endpoint), method)(
+            *args, headers=self.headers, client_timeout=self.timeout_s, **kwargs
+        )
 
     async def _call(self, method: str, *args: object, **kwargs: object) -> object:
-        """One RPC, retried with exponential backoff (and jitter) while the server is UNAVAILABLE."""
-        for attempt in range(self.retries + 1):
+        """One idempotent RPC on the pool: the least busy healthy endpoint; when it is down or going down, that
+        endpoint leaves the rotation and the call goes to the next one, with exponential backoff (and jitter)
+        once every endpoint has failed it."""
+        tried: set[str] = set()
+        for attempt in range(self.retries + len(self.endpoints)):
+            endpoint = await self._pick()
+            endpoint.in_flight += 1
             try:
-                return await getattr(self._channel(), method)(
-                    *args, headers=self.headers, client_timeout=self.timeout_s, **kwargs
-                )
+                result = await self._rpc(endpoint, method, *args, **kwargs)
             except InferenceServerException as exc:
-                if exc.status() != _UNAVAILABLE:
+                if not _retryable(exc):
                     raise
-                if attempt == self.retries:
+                self._mark_down(endpoint, exc.message() or "UNAVAILABLE")
+                tried.add(endpoint.url)
+                if attempt == self.retries + len(self.endpoints) - 1:
                     raise self._unavailable(exc.message() or "UNAVAILABLE") from exc
-            await asyncio.sleep(self.backoff_s * 2**attempt * (0.5 + random.random()))
+                if len(tried) == len(self.endpoints):  # every endpoint failed: back off before the next round
+                    await asyncio.sleep(self.backoff_s * 2 ** (attempt + 1 - len(tried)) * (0.5 + random.random()))
+                continue
+            finally:
+                endpoint.in_flight -= 1
+            endpoint.served += 1
+            endpoint.failures = 0  # it answered: back in rotation (also when picked while down)
+            return result
         raise AssertionError("unreachable")
 
-    async def _connect(self) -> None:
-        """Check once per channel that the server answers and serves the model, with clear errors if not."""
-        self._channel()
-        if self._checked:
-            return
-        try:
-            ready = await self._call("is_model_ready", self.model)
-        except InferenceServerException as exc:
-            raise self._unavailable(f"{exc.status()}: {exc.message()}") from exc
-        if not ready:
-            raise ModelNotReadyError(
-                f"the server at {self.url} answers but model {self.model!r} is not ready (still loading, or "
-                f"not in its model repository: {await self._model_names()})"
-            )
-        self._checked = True
+    def _mark_down(self, endpoint: Endpoint, reason: str) -> None:
+        endpoint.failures += 1
+        cooldown = min(MAX_COOLDOWN_S, self.backoff_s * 2 ** (endpoint.failures - 1))
+        endpoint.down_until, endpoint.down_reason = time.monotonic() + cooldown, reason
 
-    async def _model_names(self) -> list[str]:
+    async def _pick(self) -> Endpoint:
+        """The healthy endpoint with the fewest requests in flight; endpoints past their cool-down are probed in
+        the background. When none is healthy, the one whose cool-down ends first is tried (the call decides)."""
+        now = time.monotonic()
+        for endpoint in self.endpoints:
+            if not endpoint.healthy and now >= endpoint.down_until and endpoint.probe is None:
+                endpoint.probe = asyncio.ensure_future(self._probe(endpoint))
+        healthy = [endpoint for endpoint in self.endpoints if endpoint.healthy]
+        if healthy:
+            return min(healthy, key=lambda endpoint: (endpoint.in_flight, endpoint.served))
+        return min(self.endpoints, key=lambda endpoint: endpoint.down_until)
+
+    async def _probe(self, endpoint: Endpoint) -> None:
+        """Back into rotation when the endpoint serves the model again; else a longer cool-down."""
         try:
-            index = await self._call("get_model_repository_index", as_json=True)
-        except (HPSv3Error, InferenceServerException):
+            ready = await self._rpc(endpoint, "is_model_ready", self.model)
+        except InferenceServerException as exc:
+            ready, reason = False, exc.message() or str(exc.status())
+        else:
+            reason = f"model {self.model!r} not ready"
+        if ready:
+            endpoint.failures, endpoint.down_reason = 0, ""
+        else:
+            self._mark_down(endpoint, reason)
+        endpoint.probe = None
+
+    def health(self) -> list[dict]:
+        """Per endpoint: url, healthy, requests in flight and answered, consecutive failures, last reason."""
+        return [
+            {"url": e.url, "healthy": e.healthy, "in_flight": e.in_flight, "served": e.served,
+             "failures": e.failures, "reason": e.down_reason}
+            for e in self.endpoints
+        ]  # fmt: skip
+
+    async def _check(self, endpoint: Endpoint) -> tuple[type[HPSv3Error], str] | None:
+        """None when the endpoint serves the model, else the error class and why (the endpoint is marked down)."""
+        self._channel(endpoint)
+        if endpoint.checked:
+            return None
+        try:
+            ready = await self._rpc(endpoint, "is_model_ready", self.model)
+        except InferenceServerException as exc:
+            self._mark_down(endpoint, f"{exc.status()}: {exc.message()}")
+            return ServerUnavailableError, f"{endpoint.url}: {exc.status()}: {exc.message()}"
+        if not ready:
+            self._mark_down(endpoint, f"model {self.model!r} not ready")
+            names = await self._model_names(endpoint)
+            return ModelNotReadyError, (
+                f"the server at {endpoint.url} answers but model {self.model!r} is not ready (still loading, or "
+                f"not in its model repository: {names})"
+            )
+        endpoint.checked, endpoint.failures = True, 0
+        return None
+
+    async def _connect(self) -> None:
+        """Check once per channel that the endpoints answer and serve the model; one that does is enough. When
+        none does: ModelNotReadyError if one answered, else ServerUnavailableError (after the retries)."""
+        for attempt in range(self.retries + 1):
+            problems = [p for p in await asyncio.gather(*(self._check(e) for e in self.endpoints)) if p]
+            if len(problems) < len(self.endpoints):
+                return
+            not_ready = [message for kind, message in problems if kind is ModelNotReadyError]
+            if not_ready:
+                raise ModelNotReadyError("; ".join(not_ready))
+            if attempt == self.retries:
+                raise self._unavailable("; ".join(message for _, message in problems))
+            await asyncio.sleep(self.backoff_s * 2**attempt * (0.5 + random.random()))
+
+    async def _model_names(self, endpoint: Endpoint) -> list[str]:
+        try:
+            index = await self._rpc(endpoint, "get_model_repository_index", as_json=True)
+        except InferenceServerException:
             return []
         return [f"{entry.get('name')} ({entry.get('state', 'unknown').lower()})" for entry in index.get("models", [])]
 
@@ -187,10 +304,14 @@ class HPSv3Client:
             await asyncio.sleep(0.25)
 
     async def close(self) -> None:
-        """Close the gRPC channel (a later call opens a new one)."""
-        client, self._client, self._loop = self._client, None, None
-        if client is not None:
-            await client.close()
+        """Close the gRPC channels (a later call opens new ones)."""
+        for endpoint in self.endpoints:
+            client, endpoint.client, endpoint.loop = endpoint.client, None, None
+            if endpoint.probe is not None:
+                endpoint.probe.cancel()
+                endpoint.probe = None
+            if client is not None:
+                await client.close()
 
     async def __aenter__(self) -> HPSv3Client:
         return self

@@ -205,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="weights dtype (rm_head stays fp32)")
     score.add_argument("--batch-size", type=int, default=8, help="pairs per forward pass")
     score.add_argument("--format", default="table", choices=["table", "jsonl"], help="output format")
-    score.add_argument("--endpoint", help="score on a served endpoint HOST:GRPC_PORT instead of in-process")
+    score.add_argument("--endpoint", metavar="HOST:PORT[,HOST:PORT...]",
+                       help="score on served endpoint(s) instead of in-process; several share the load and "
+                       "cover for each other")  # fmt: skip
     score.add_argument("--concurrency", type=int, default=16, help="requests in flight (--endpoint)")
     score.add_argument("--timeout", type=float, default=60.0, help="seconds per request (--endpoint)")
     score.set_defaults(func=cmd_score)

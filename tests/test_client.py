@@ -20,7 +20,7 @@ from hpsv3_client import HPSv3Client, ModelNotReadyError, ServerUnavailableError
 from hpsv3_client.hpsv3_client import encode_image
 from hpsv3_repository.server import TritonServer, free_port
 
-from .conftest import IMAGES
+from .conftest import IMAGES, TOY_REPOSITORY
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +136,55 @@ def test_score_works_inside_a_running_loop(toy_server: TritonServer) -> None:
         return HPSv3Client(toy_server.grpc_url).score([b"abc"], "p")  # e.g. from a notebook cell
 
     assert asyncio.run(main())[0].mu == 3.0
+
+
+def _toy(port: int, workdir: Path) -> TritonServer:
+    server = TritonServer(TOY_REPOSITORY, grpc_port=port, http_port=None, metrics_port=None, workdir=workdir)
+    server.start(timeout_s=120)
+    return server
+
+
+def test_several_endpoints_share_the_load_and_lose_nothing_when_one_dies(toy_server: TritonServer, tmp_path: Path):
+    """Two real servers: requests spread over both; one is killed mid-stream and every request is still
+    answered (by the other); restarted on its port, a health probe brings it back into rotation."""
+    port = free_port()
+    second = _toy(port, tmp_path / "second")
+    client = HPSv3Client(f"{toy_server.grpc_url}, {second.grpc_url}", concurrency=6, backoff_s=0.05, timeout_s=10)
+    assert client.url == f"{toy_server.grpc_url},{second.grpc_url}"
+    images = [b"x" * (1 + i) for i in range(300)]
+
+    async def stream() -> list:
+        """One stream of requests; the second server is killed once 30 answers are in."""
+
+        async def kill() -> None:
+            while sum(row["served"] for row in client.health()) < 30:
+                await asyncio.sleep(0.01)
+            await asyncio.to_thread(second.stop)
+
+        killer = asyncio.ensure_future(kill())
+        results = await client.score_async(images, "p")
+        await killer
+        return results
+
+    results = asyncio.run(stream())
+    assert [r.error for r in results] == [None] * len(images), "nothing lost when one endpoint died"
+    assert [r.mu for r in results] == [float(len(image)) for image in images]
+    health = {row["url"]: row for row in client.health()}
+    assert health[toy_server.grpc_url]["served"] > health[second.grpc_url]["served"] > 0
+    assert not health[second.grpc_url]["healthy"] and health[second.grpc_url]["reason"]
+
+    revived = _toy(port, tmp_path / "revived")
+    try:
+
+        async def until_back() -> int:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not client.health()[1]["healthy"]:
+                await client.score_async([b"y"] * 4, "p")
+                await asyncio.sleep(0.1)
+            served = client.health()[1]["served"]
+            await client.score_async([b"z"] * 12, "p")
+            return client.health()[1]["served"] - served
+
+        assert asyncio.run(until_back()) > 0, "the restarted endpoint takes requests again"
+    finally:
+        revived.stop()
