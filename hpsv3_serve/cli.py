@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import __version__
+from .limits import DEFAULT_LIMITS, InputLimits
 from .results import format_table
 
 EPILOG = """examples:
@@ -65,7 +66,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         elif args.backend == "vllm":
             scored = _vllm_scorer(args).iter_score(images, prompts)
         else:
-            scorer = Scorer.from_pretrained(args.checkpoint, args.base, args.device, args.dtype, args.batch_size)
+            scorer = Scorer.from_pretrained(
+                args.checkpoint, args.base, args.device, args.dtype, args.batch_size, _limits(args)
+            )
             scored = scorer.iter_score(images, prompts)
     except HPSv3Error as exc:
         print(f"hpsv3 score: {exc}", file=sys.stderr)
@@ -153,7 +156,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"hpsv3 serve: WARNING: binding to {args.host} exposes the endpoint beyond this machine", file=sys.stderr)
-    options = ServeOptions(args.host, args.grpc_port, args.http_port, args.metrics_port, args.instances)
+    options = ServeOptions(
+        args.host, args.grpc_port, args.http_port, args.metrics_port, args.instances, limits=_limits(args)
+    )
     try:
         server = prepare_server(
             resolve_checkpoint(args.checkpoint), resolve_base(args.base), args.workdir or default_workdir(), options
@@ -169,6 +174,21 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="HPSv3 .safetensors file, folder or hub id")
     parser.add_argument("--base", default=DEFAULT_BASE, help="Qwen2-VL folder or hub id (config + tokenizer only)")
+
+
+def _add_limits(parser: argparse.ArgumentParser) -> None:
+    """Per-item input limits (hpsv3_serve.limits); an item past one fails alone with an error naming it."""
+    group = parser.add_argument_group("input limits (an item past one fails alone, naming the limit)")
+    group.add_argument("--max-image-bytes", type=int, default=DEFAULT_LIMITS.max_image_bytes,
+                       help="largest encoded image file")  # fmt: skip
+    group.add_argument("--max-image-pixels", type=int, default=DEFAULT_LIMITS.max_image_pixels,
+                       help="largest width × height, checked from the header before decoding")  # fmt: skip
+    group.add_argument("--max-prompt-tokens", type=int, default=DEFAULT_LIMITS.max_prompt_tokens,
+                       help="longest prompt, in tokens")  # fmt: skip
+
+
+def _limits(args: argparse.Namespace) -> InputLimits:
+    return InputLimits(args.max_image_bytes, args.max_image_pixels, args.max_prompt_tokens)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "cover for each other")  # fmt: skip
     score.add_argument("--concurrency", type=int, default=16, help="requests in flight (--endpoint)")
     score.add_argument("--timeout", type=float, default=60.0, help="seconds per request (--endpoint)")
+    _add_limits(score)
     score.set_defaults(func=cmd_score)
 
     export = verbs.add_parser(
@@ -245,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port")
     serve.add_argument("--instances", type=int, default=2, help="preprocessing instances (CPU decode/resize)")
     serve.add_argument("--workdir", type=Path, help="artifacts, repository, log (default ~/.cache/hpsv3_serve/serve)")
+    _add_limits(serve)
     serve.set_defaults(func=cmd_serve)
 
     tiny = verbs.add_parser(

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageDecodeError, ImageNotFoundError, ImageSizeError
+from .limits import DEFAULT_LIMITS, InputLimits
 
 FACTOR = 28
 PIXELS = 256 * FACTOR * FACTOR  # 200704: the official min_pixels = max_pixels
@@ -38,7 +39,6 @@ MIN_PATCHES = 4 * 127
 MAX_PATCHES = 4 * 454
 IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
 IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
-URL_TIMEOUT_S = 20.0
 
 ImageInput = str | os.PathLike | bytes | Image.Image
 
@@ -72,23 +72,43 @@ def describe(image: ImageInput) -> str:
     return text if len(text) <= 120 or not text.startswith("data:") else text[:60] + "…"
 
 
-def read_image_bytes(image: str | os.PathLike | bytes, allow_urls: bool = True) -> bytes:
-    """The encoded file bytes of a path, `file://`, http(s) or `data:` URL (bytes pass through)."""
+def _too_big(name: str, size: int, limits: InputLimits) -> ImageSizeError:
+    return ImageSizeError(
+        name, f"{size} bytes is over the limit of {limits.max_image_bytes} (raise it with --max-image-bytes)"
+    )
+
+
+def _fetch(url: str, name: str, limits: InputLimits) -> bytes:
+    """An http(s) image, at most max_image_bytes of it, within the timeout."""
+    if not limits.allow_urls:
+        raise ImageNotFoundError(name, "image URLs are disabled here; send the image bytes instead")
+    try:
+        with urllib.request.urlopen(url, timeout=limits.url_timeout_s) as response:
+            data = response.read(limits.max_image_bytes + 1)
+    except (OSError, ValueError) as exc:
+        raise ImageNotFoundError(name, f"could not fetch the URL ({exc})") from exc
+    if len(data) > limits.max_image_bytes:
+        raise _too_big(name, len(data), limits)
+    return data
+
+
+def read_image_bytes(image: str | os.PathLike | bytes, limits: InputLimits = DEFAULT_LIMITS) -> bytes:
+    """The encoded file bytes of a path, `file://`, http(s) or `data:` URL (bytes pass through), within
+    `limits.max_image_bytes`."""
+    name = describe(image)
     if isinstance(image, (bytes, bytearray)):
+        if len(image) > limits.max_image_bytes:
+            raise _too_big(name, len(image), limits)
         return bytes(image)
-    name, text = describe(image), os.fspath(image)
+    text = os.fspath(image)
     if text.startswith(("http://", "https://")):
-        if not allow_urls:
-            raise ImageNotFoundError(name, "image URLs are disabled here; send the image bytes instead")
-        try:
-            with urllib.request.urlopen(text, timeout=URL_TIMEOUT_S) as response:
-                return response.read()
-        except (OSError, ValueError) as exc:
-            raise ImageNotFoundError(name, f"could not fetch the URL ({exc})") from exc
+        return _fetch(text, name, limits)
     if text.startswith("data:"):
         header, sep, payload = text.partition(",")
         if not sep or not header.endswith(";base64"):
             raise ImageDecodeError(name, "a data: URL must look like data:image/png;base64,<data>")
+        if len(payload) * 3 // 4 > limits.max_image_bytes:
+            raise _too_big(name, len(payload) * 3 // 4, limits)
         try:
             return base64.b64decode(payload, validate=True)
         except binascii.Error as exc:
@@ -97,23 +117,39 @@ def read_image_bytes(image: str | os.PathLike | bytes, allow_urls: bool = True) 
     if not path.is_file():
         raise ImageNotFoundError(name, "no such file" if not path.exists() else "not a regular file")
     try:
+        if path.stat().st_size > limits.max_image_bytes:
+            raise _too_big(name, path.stat().st_size, limits)
         return path.read_bytes()
     except OSError as exc:
         raise ImageNotFoundError(name, f"cannot read the file ({exc})") from exc
 
 
-def load_image(image: ImageInput, allow_urls: bool = True) -> Image.Image:
-    """Open a path, bytes, PIL image, http(s) URL or `data:` URL and return it decoded as RGB."""
+def _check_pixels(image: Image.Image, name: str, limits: InputLimits) -> None:
+    """Refuse an image whose header promises more pixels than the limit, before decoding it."""
+    if image.width * image.height > limits.max_image_pixels:
+        raise ImageSizeError(
+            name,
+            f"{image.width}x{image.height} is {image.width * image.height} pixels, over the limit of "
+            f"{limits.max_image_pixels} (raise it with --max-image-pixels)",
+        )
+
+
+def load_image(image: ImageInput, limits: InputLimits = DEFAULT_LIMITS) -> Image.Image:
+    """Open a path, bytes, PIL image, http(s) URL or `data:` URL and return it decoded as RGB (as the official
+    code: `convert("RGB")`; animated images give their first frame)."""
     name = describe(image)
     try:
         if isinstance(image, Image.Image):
             opened = image
         else:
-            opened = Image.open(io.BytesIO(read_image_bytes(image, allow_urls)))
+            opened = Image.open(io.BytesIO(read_image_bytes(image, limits)))
+            _check_pixels(opened, name, limits)
         opened.load()
         return opened.convert("RGB")
-    except (ImageNotFoundError, ImageDecodeError):
+    except (ImageNotFoundError, ImageDecodeError, ImageSizeError):
         raise
+    except Image.DecompressionBombError as exc:
+        raise ImageSizeError(name, f"{exc} (raise the limit with --max-image-pixels)") from exc
     except UnidentifiedImageError as exc:
         raise ImageDecodeError(name, "not a recognised image format (corrupt file or not an image)") from exc
     except (OSError, SyntaxError, ValueError) as exc:
@@ -211,6 +247,6 @@ def vision_position_ids(grid_thw: tuple[int, int, int]) -> np.ndarray:
     return np.stack([rows, cols], axis=-1).astype(np.int64)
 
 
-def prepare_image(image: ImageInput, allow_urls: bool = True) -> PreparedImage:
+def prepare_image(image: ImageInput, limits: InputLimits = DEFAULT_LIMITS) -> PreparedImage:
     """Load, resize and patchify one image; errors name the input."""
-    return patchify(resize(load_image(image, allow_urls=allow_urls), describe(image)))
+    return patchify(resize(load_image(image, limits), describe(image)))

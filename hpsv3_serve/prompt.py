@@ -18,6 +18,7 @@ import numpy as np
 from tokenizers import AddedToken, Tokenizer
 
 from .errors import ModelLoadError, PromptError
+from .limits import DEFAULT_LIMITS
 
 REWARD_TOKEN = "<|Reward|>"
 REWARD_TOKEN_ID = 151657  # len(base Qwen2 tokenizer): the official add_special_tokens lands here
@@ -90,7 +91,8 @@ def check_prompt(prompt: object) -> str:
 class PromptTokenizer:
     """Tokenises prompts into model sequences ending at `<|Reward|>`."""
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
+    def __init__(self, tokenizer: Tokenizer, max_prompt_tokens: int = DEFAULT_LIMITS.max_prompt_tokens) -> None:
+        self.max_prompt_tokens = max_prompt_tokens
         if tokenizer.token_to_id(IMAGE_PAD_TOKEN) != IMAGE_PAD_TOKEN_ID:
             raise ModelLoadError(
                 f"tokenizer: {IMAGE_PAD_TOKEN} is not id {IMAGE_PAD_TOKEN_ID}: not a Qwen2-VL tokenizer"
@@ -106,12 +108,12 @@ class PromptTokenizer:
         self._cached = functools.lru_cache(maxsize=PROMPT_CACHE_SIZE)(self._text_ids)
 
     @classmethod
-    def from_base(cls, base: Path) -> PromptTokenizer:
+    def from_base(cls, base: Path, max_prompt_tokens: int = DEFAULT_LIMITS.max_prompt_tokens) -> PromptTokenizer:
         """Load `tokenizer.json` from a Qwen2-VL base folder and add `<|Reward|>`."""
         path = Path(base) / "tokenizer.json"
         if not path.is_file():
             raise ModelLoadError(f"{base}: no tokenizer.json; pass a Qwen2-VL-7B-Instruct folder (or hub id) as --base")
-        return cls(Tokenizer.from_file(str(path)))
+        return cls(Tokenizer.from_file(str(path)), max_prompt_tokens)
 
     @cached_property
     def _prefix_ids(self) -> np.ndarray:
@@ -124,11 +126,26 @@ class PromptTokenizer:
         ids.flags.writeable = False
         return ids
 
+    @cached_property
+    def _instruction_tokens(self) -> int:
+        """Tokens of the text part that are not the user's prompt (the official instruction around it)."""
+        return len(self._cached(""))
+
+    def _prompt_ids(self, prompt: str) -> np.ndarray:
+        ids = self._cached(check_prompt(prompt))
+        if len(ids) - self._instruction_tokens > self.max_prompt_tokens:
+            raise PromptError(
+                repr(prompt[:60]),
+                f"about {len(ids) - self._instruction_tokens} tokens, over the limit of {self.max_prompt_tokens} "
+                "(raise it with --max-prompt-tokens)",
+            )
+        return ids
+
     def encode(self, prompts: list[str], image_tokens: list[int]) -> list[np.ndarray]:
         """Token ids per item: chat prefix, image pads, prompt text, ending at `<|Reward|>`."""
         return [
-            np.concatenate([self._prefix_ids, np.full(n_image, IMAGE_PAD_TOKEN_ID, np.int64), self._cached(prompt)])
-            for prompt, n_image in zip(map(check_prompt, prompts), image_tokens, strict=True)
+            np.concatenate([self._prefix_ids, np.full(n_image, IMAGE_PAD_TOKEN_ID, np.int64), self._prompt_ids(prompt)])
+            for prompt, n_image in zip(prompts, image_tokens, strict=True)
         ]
 
     def encode_one(self, prompt: str, image_tokens: int) -> np.ndarray:

@@ -15,6 +15,7 @@ from .engines.base import Engine
 from .engines.torch_engine import TorchEngine
 from .errors import HPSv3Error, InputError, ModelLoadError
 from .inputs import ImageInput, describe, prepare_image
+from .limits import DEFAULT_LIMITS, InputLimits
 from .prompt import PromptTokenizer, check_prompt
 from .results import ScoreResult
 
@@ -23,12 +24,12 @@ class Scorer:
     """Preprocesses (threads) and scores (engine) in batches; one bad item never sinks the rest."""
 
     def __init__(
-        self, engine: Engine, tokenizer: PromptTokenizer, batch_size: int = 8, allow_urls: bool = True
+        self, engine: Engine, tokenizer: PromptTokenizer, batch_size: int = 8, limits: InputLimits = DEFAULT_LIMITS
     ) -> None:
         self.engine = engine
         self.tokenizer = tokenizer
         self.batch_size = max(1, batch_size)
-        self.allow_urls = allow_urls
+        self.limits = limits
         self._pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="hpsv3-prep")
 
     @classmethod
@@ -39,7 +40,7 @@ class Scorer:
         device: str = "cpu",
         dtype: str = "float32",
         batch_size: int = 8,
-        allow_urls: bool = True,
+        limits: InputLimits = DEFAULT_LIMITS,
     ) -> Scorer:
         """Load from local paths or hub ids (defaults: MizzenAI/HPSv3 on Qwen/Qwen2-VL-7B-Instruct)."""
         if dtype not in DTYPES:
@@ -48,12 +49,13 @@ class Scorer:
             raise ModelLoadError(f"--device {device}: torch {torch.__version__} sees no CUDA device; use --device cpu")
         base_dir = resolve_base(os.fspath(base))
         model = load_model(resolve_checkpoint(os.fspath(checkpoint)), base_dir, DTYPES[dtype], device)
-        return cls(TorchEngine(model, device), PromptTokenizer.from_base(base_dir), batch_size, allow_urls)
+        tokenizer = PromptTokenizer.from_base(base_dir, limits.max_prompt_tokens)
+        return cls(TorchEngine(model, device), tokenizer, batch_size, limits)
 
     def prepare(self, image: ImageInput, prompt: str) -> PreparedItem:
         """Load, resize, patchify and tokenise one pair (raises `InputError` naming the input)."""
         check_prompt(prompt)
-        prepared = prepare_image(image, allow_urls=self.allow_urls)
+        prepared = prepare_image(image, self.limits)
         return PreparedItem(self.tokenizer.encode_one(prompt, prepared.num_tokens), prepared)
 
     def _prepare_safe(self, image: ImageInput, prompt: str) -> PreparedItem | str:

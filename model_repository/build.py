@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hpsv3_serve.errors import HPSv3Error
+from hpsv3_serve.limits import DEFAULT_LIMITS
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 MODELS = ("preprocess", "vision_encoder", "language_model", "reward_head", "hpsv3")
@@ -50,6 +51,9 @@ class RepositorySettings:
     vllm_dtype: str = "bfloat16"  # GPU target: the language tower's dtype in vLLM (rm_head stays fp32)
     max_num_batched_tokens: int = 16384  # GPU target: vLLM's token budget per step (≈ 20 requests)
     gpu_memory_utilization: float = 0.8  # GPU target: vLLM's share; the TensorRT engines use the rest
+    max_image_bytes: int = DEFAULT_LIMITS.max_image_bytes  # preprocess: per-request input limits
+    max_image_pixels: int = DEFAULT_LIMITS.max_image_pixels
+    max_prompt_tokens: int = DEFAULT_LIMITS.max_prompt_tokens
 
 
 class RepositoryError(HPSv3Error, ValueError):

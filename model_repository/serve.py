@@ -16,6 +16,7 @@ from hpsv3_export.onnx_export import export_onnx
 from hpsv3_serve.checkpoint import cached_digest
 from hpsv3_serve.engines.onnx_engine import read_manifest
 from hpsv3_serve.errors import ModelLoadError
+from hpsv3_serve.limits import DEFAULT_LIMITS, InputLimits
 
 from .build import render, settings_for
 from .server import TritonServer
@@ -31,6 +32,7 @@ class ServeOptions:
     metrics_port: int = 8002
     preprocess_instances: int = 2
     max_batch_size: int = 16
+    limits: InputLimits = DEFAULT_LIMITS
 
 
 def current_export(artifacts: Path) -> dict:
@@ -59,7 +61,12 @@ def prepare_server(checkpoint: Path, base: Path, workdir: Path, options: ServeOp
     """Artifacts + rendered CPU repository + a configured (not yet started) server."""
     artifacts = ensure_artifacts(checkpoint, base, workdir)
     settings = settings_for(
-        artifacts, preprocess_instances=options.preprocess_instances, max_batch_size=options.max_batch_size
+        artifacts,
+        preprocess_instances=options.preprocess_instances,
+        max_batch_size=options.max_batch_size,
+        max_image_bytes=options.limits.max_image_bytes,
+        max_image_pixels=options.limits.max_image_pixels,
+        max_prompt_tokens=options.limits.max_prompt_tokens,
     )
     repository = render("cpu", settings, workdir / "repository")
     return TritonServer(

@@ -24,6 +24,7 @@ from hpsv3_serve.inputs import (
     prepare_image,
     smart_resize,
 )
+from hpsv3_serve.limits import InputLimits
 
 from .conftest import IMAGES
 
@@ -90,7 +91,9 @@ def test_http_url(http_images: str) -> None:
     with pytest.raises(ImageNotFoundError, match=r"missing\.png"):
         prepare_image(f"{http_images}/missing.png")
     with pytest.raises(ImageNotFoundError, match="disabled"):
-        prepare_image(f"{http_images}/gray_300.png", allow_urls=False)
+        prepare_image(f"{http_images}/gray_300.png", InputLimits(allow_urls=False))
+    with pytest.raises(ImageSizeError, match=r"over the limit of 1000 \(raise it with --max-image-bytes\)"):
+        prepare_image(f"{http_images}/photo_800x600.jpg", InputLimits(max_image_bytes=1000))
 
 
 def test_errors_name_the_input(tmp_path: Path) -> None:

@@ -8,7 +8,10 @@ import triton_python_backend_utils as pb_utils
 
 from hpsv3_serve.errors import InputError, PromptError
 from hpsv3_serve.inputs import describe, grid_of, load_image, patch_pixels, resize, vision_position_ids
+from hpsv3_serve.limits import InputLimits
 from hpsv3_serve.prompt import PromptTokenizer
+
+LIMITS = ("max_image_bytes", "max_image_pixels", "max_prompt_tokens")  # parameters set by `hpsv3 serve`
 
 
 def _scalar(request, name: str) -> bytes:
@@ -18,7 +21,10 @@ def _scalar(request, name: str) -> bytes:
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         parameters = json.loads(args["model_config"])["parameters"]
-        self.tokenizer = PromptTokenizer.from_base(Path(parameters["base"]["string_value"]))
+        limits = {key: int(parameters[key]["string_value"]) for key in LIMITS if key in parameters}
+        self.limits = InputLimits(allow_urls=False, **limits)  # the server takes bytes and never fetches
+        base = Path(parameters["base"]["string_value"])
+        self.tokenizer = PromptTokenizer.from_base(base, self.limits.max_prompt_tokens)
 
     def _prepare(self, request) -> list:
         try:
@@ -26,7 +32,7 @@ class TritonPythonModel:
         except UnicodeDecodeError as exc:
             raise PromptError("PROMPT", f"not valid UTF-8 ({exc})") from exc
         data = bytes(_scalar(request, "IMAGE"))
-        image = resize(load_image(data, allow_urls=False), describe(data))
+        image = resize(load_image(data, self.limits), describe(data))
         patches, grid = patch_pixels(image), grid_of(image)
         ids = self.tokenizer.encode_one(prompt, len(patches) // 4)
         return [
