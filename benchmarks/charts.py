@@ -56,3 +56,26 @@ def latency_curve(levels: list[dict], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def soak_curves(raw: dict, path: Path) -> None:
+    """Answers per second (10 s buckets) and the server's resident memory over the soak."""
+    plt = _pyplot()
+    figure, (rate, memory) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
+    done = np.asarray(raw["done_at_s"])
+    if done.size:
+        edges = np.arange(0, done.max() + 10, 10.0)
+        counts, _ = np.histogram(done, edges)
+        rate.step(edges[1:], counts / 10.0, where="post")
+    rate.set_ylabel("answers/s")
+    rate.set_title("HPSv3 soak: throughput and server memory")
+    rate.grid(alpha=0.3)
+    if raw["memory"]:
+        times, mib = np.array(raw["memory"]).T
+        memory.plot(times, mib, ".-")
+    memory.set_xlabel("time (s)")
+    memory.set_ylabel("resident MiB")
+    memory.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from hpsv3_serve.errors import HPSv3Error
 
-from . import formats, latency
+from . import formats, latency, soak
 from . import generation as generation_task
 from .cache import CacheError
 from .formats import LIST_FORMATS, PAIR_FORMATS, DataError
@@ -28,12 +28,13 @@ tasks:
   ranking     ranking accuracy over all pairs of human-ranked lists (HPDv2 or ImageReward test.json)
   generation  mean mu per prompt category and per generator: folders of images, a .txt prompt beside each
   latency     concurrency sweep: throughput, p50/p90/p99, errors, queue/compute of each ensemble step
+  soak        sustained load on a local endpoint: every answer checked, nothing lost, server memory sampled
 
 Each scored (image, prompt) is appended to a JSONL cache (--cache) as it arrives, keyed by the sha256 of the
 image file and the prompt: a rerun after a crash or a kill scores only what is not there yet and gives the
 same result, and an image that appears in many pairs is scored once. Missing image files and items the
 endpoint cannot score are counted, listed and left out of the numbers, never silently. Reports go to
-OUTPUT/TASK.md (also printed), OUTPUT/TASK.json and, for generation and latency, OUTPUT/TASK.png.
+OUTPUT/TASK.md (also printed), OUTPUT/TASK.json and, for generation, latency and soak, OUTPUT/TASK.png.
 Exit status: 0, 1 when some items could not be scored, 2 when the run could not be done.
 """
 EPILOG = """examples:
@@ -41,6 +42,7 @@ EPILOG = """examples:
   %(prog)s --endpoint 127.0.0.1:8001 ranking --data HPDv2/test.json --images-root HPDv2/test
   %(prog)s --endpoint 127.0.0.1:8001 generation --images gen_images/    # DIR/GENERATOR/CATEGORY/*.png + .txt
   %(prog)s --endpoint 127.0.0.1:8001 latency --sweep 1,4,16,64 --requests 200
+  %(prog)s --endpoint 127.0.0.1:8001 soak --minutes 10 --concurrency 32
   %(prog)s pairs --help                                                   # formats, ties, interval
 """
 PAIRS_DOC = "Preference accuracy: how often mu is higher for the image people preferred."
@@ -56,6 +58,7 @@ TASK_HELP = {
     "ranking": "ranking accuracy over all pairs of ranked lists",
     "generation": "mean mu per category and generator",
     "latency": "throughput and latency against concurrency",
+    "soak": "sustained load, every answer checked, server memory",
 }
 
 
@@ -187,7 +190,17 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                        "a busy machine, where it may fail to stabilise (default 10, perf_analyzer's)")  # fmt: skip
     sweep.set_defaults(run=latency.run_latency)
 
-    for task in (pairs, ranking, generation, sweep):
+    load = tasks.add_parser("soak", help=TASK_HELP["soak"], formatter_class=raw, description=soak.__doc__)
+    load.add_argument("--minutes", type=float, default=1.0, help=f"how long (default 1, at most {soak.MAX_MINUTES})")
+    load.add_argument("--images", nargs="*", type=Path, default=[], metavar="PATH",
+                      help="the rotating set: image files or folders (default: 4 synthetic PNGs)")  # fmt: skip
+    load.add_argument("--prompt", action="append", default=None,
+                      help="a prompt of the rotating set (repeat; default one)")  # fmt: skip
+    load.add_argument("--tolerance", type=float, default=1e-4, help="largest |Δmu|, |Δsigma| from the lone answer")
+    load.add_argument("--sample-s", type=float, default=5.0, help="seconds between memory samples (default 5)")
+    load.set_defaults(run=soak.run_soak)
+
+    for task in (pairs, ranking, generation, sweep, load):
         _add_common(task, defaults=False)
     return parser
 

@@ -1,0 +1,166 @@
+"""`soak`: sustained load on a local endpoint for --minutes, every request accounted for.
+
+First each (image, prompt) of the rotating set is scored once, alone: those are the expected answers. Then
+--concurrency closed-loop workers send the set round and round until the time is up, and every answer is
+checked against its expected one (|Δmu| and |Δsigma| ≤ --tolerance: dynamic batching must not change or
+mix up results). Each request ends as correct, wrong, or failed with the server's status; lost = sent − the
+three, and must be 0. The resident memory of the server (the process listening on the endpoint's port and
+its children: tritonserver and the Python-backend stubs) is sampled every --sample-s; the report gives its
+start, peak, end and trend after the first fifth of the run (warm-up), so growth shows.
+
+Only against a loopback endpoint (it saturates the server) and at most MAX_MINUTES.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import itertools
+import time
+
+import numpy as np
+
+from .charts import soak_curves
+from .formats import DataError
+from .latency import load_images
+from .procmem import listener_pid, process_tree, rss_mib
+from .report import Report, number, table
+
+MAX_MINUTES = 120
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+FIRST = 5
+
+
+def _check_local(endpoint: str) -> int:
+    """The port of a loopback endpoint; DataError for anything else."""
+    host, _, port = endpoint.rpartition(":")
+    if host not in LOOPBACK or not port.isdigit():
+        raise DataError(f"soak runs only against a loopback endpoint (127.0.0.1:PORT), not {endpoint!r}")
+    return int(port)
+
+
+async def _expected(client, items: list[tuple[str, bytes, str]]) -> list[tuple[float, float]]:
+    answers = []
+    for name, data, prompt in items:
+        (result,) = await client.score_async([data], [prompt])
+        if result.error:
+            raise DataError(f"{name}: the endpoint cannot score it even alone ({result.error})")
+        answers.append((result.mu, result.sigma))
+    return answers
+
+
+async def _sample_memory(port: int, interval_s: float, samples: list[tuple[float, float]], stop: asyncio.Event):
+    pid = listener_pid(port)
+    started = time.perf_counter()
+    while pid is not None:
+        samples.append((time.perf_counter() - started, rss_mib(process_tree(pid))))
+        try:
+            await asyncio.wait_for(stop.wait(), interval_s)
+            return
+        except asyncio.TimeoutError:
+            continue
+
+
+async def soak(args: argparse.Namespace, items: list[tuple[str, bytes, str]], port: int) -> dict:
+    """Run the load; returns every count, latency and memory sample."""
+    from hpsv3_client import HPSv3Client
+
+    client = HPSv3Client(args.endpoint, model=args.model, concurrency=args.concurrency, timeout_s=args.timeout)
+    async with client as c:
+        await c.wait_ready(timeout_s=60)
+        expected = await _expected(c, items)
+        counts: collections.Counter = collections.Counter()
+        reasons: collections.Counter = collections.Counter()
+        latencies: list[float] = []
+        done_at: list[float] = []
+        samples: list[tuple[float, float]] = []
+        stop = asyncio.Event()
+        rotation = itertools.count()
+        started = time.perf_counter()
+        deadline = started + args.minutes * 60
+
+        async def worker() -> None:
+            while time.perf_counter() < deadline:
+                index = next(rotation) % len(items)
+                name, data, prompt = items[index]
+                counts["sent"] += 1
+                sent = time.perf_counter()
+                (result,) = await c.score_async([data], [prompt])
+                latencies.append(time.perf_counter() - sent)
+                done_at.append(time.perf_counter() - started)
+                if result.error:
+                    counts["failed"] += 1
+                    reasons[result.error.split(": ", 1)[-1][:160]] += 1  # the reason, not the item's name
+                    continue
+                mu, sigma = expected[index]
+                ok = abs(result.mu - mu) <= args.tolerance and abs(result.sigma - sigma) <= args.tolerance
+                counts["correct" if ok else "wrong"] += 1
+                if not ok:
+                    reasons[f"{name}: mu {result.mu:.6f} ≠ {mu:.6f} expected"] += 1
+
+        sampler = asyncio.ensure_future(_sample_memory(port, args.sample_s, samples, stop))
+        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+        wall = time.perf_counter() - started
+        stop.set()
+        await sampler
+    counts["lost"] = counts["sent"] - counts["correct"] - counts["wrong"] - counts["failed"]
+    return {"counts": dict(counts), "reasons": reasons.most_common(FIRST), "wall_s": wall,
+            "latencies_s": latencies, "done_at_s": done_at, "memory": samples}  # fmt: skip
+
+
+def memory_summary(samples: list[tuple[float, float]]) -> dict:
+    """Start, peak and end MiB, and the trend (MiB/min, least squares) after the first fifth (warm-up)."""
+    if not samples:
+        return {"samples": 0}
+    times, mib = np.array(samples).T
+    steady = times >= times[-1] / 5
+    slope = float(np.polyfit(times[steady], mib[steady], 1)[0] * 60) if steady.sum() >= 3 else None
+    return {"samples": len(samples), "start_mib": float(mib[0]), "peak_mib": float(mib.max()),
+            "end_mib": float(mib[-1]), "trend_mib_per_min": slope}  # fmt: skip
+
+
+def markdown(result: dict) -> str:
+    counts, memory, latency = result["counts"], result["memory"], result["latency_ms"]
+    lines = [
+        f"# Soak: {result['endpoint']}, {result['minutes']:g} min at concurrency {result['concurrency']}",
+        "",
+        f"Rotating set: {result['items']} (image, prompt) items, each checked against its answer alone "
+        f"(tolerance {result['tolerance']:g}).",
+        "",
+        *table(["sent", "correct", "wrong", "failed", "lost", "images/s", "p50 ms", "p99 ms"],
+               [[counts.get(k, 0) for k in ("sent", "correct", "wrong", "failed", "lost")]
+                + [number(result["throughput_per_s"], 2), number(latency["p50"], 1), number(latency["p99"], 1)]],
+               numeric_from=0),
+        "",
+        "Server memory (resident, tritonserver + stubs, MiB):",
+        "",
+        *table(["samples", "start", "peak", "end", "trend MiB/min (after warm-up)"],
+               [[memory["samples"], *(number(memory.get(k), 1) for k in ("start_mib", "peak_mib", "end_mib")),
+                 number(memory.get("trend_mib_per_min"), 2)]], numeric_from=0),
+    ]  # fmt: skip
+    if result["reasons"]:
+        lines += ["", "Failures and mismatches (most frequent first):", ""]
+        lines += [f"- {count} × `{reason}`" for reason, count in result["reasons"]]
+    return "\n".join(lines) + "\n"
+
+
+def run_soak(args: argparse.Namespace) -> Report:
+    port = _check_local(args.endpoint)
+    if not 0 < args.minutes <= MAX_MINUTES:
+        raise DataError(f"--minutes must be in (0, {MAX_MINUTES}], got {args.minutes}")
+    images = load_images(args.images)
+    prompts = args.prompt or ["a photo of a cat sitting on a sofa"]
+    items = [(name, data, prompt) for prompt in prompts for name, data in images.items()]
+    raw = asyncio.run(soak(args, items, port))
+    latencies = np.asarray(raw["latencies_s"]) * 1000
+    counts = raw["counts"]
+    result = {
+        "task": "soak", "endpoint": args.endpoint, "minutes": args.minutes, "concurrency": args.concurrency,
+        "items": len(items), "tolerance": args.tolerance, "counts": counts, "reasons": raw["reasons"],
+        "throughput_per_s": counts.get("correct", 0) / raw["wall_s"],
+        "latency_ms": dict(zip(("p50", "p99"), np.percentile(latencies, [50, 99]).tolist(), strict=True)),
+        "memory": memory_summary(raw["memory"]), "memory_samples": raw["memory"], "run": {},
+    }  # fmt: skip
+    failed = counts.get("wrong", 0) + counts.get("failed", 0) + counts.get("lost", 0)
+    return Report("soak", result, markdown(result), lambda path: soak_curves(raw, path), failed=failed)

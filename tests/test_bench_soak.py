@@ -1,0 +1,46 @@
+"""`hpsv3 bench soak` against the real served tiny model: every request accounted for and checked, the
+server's memory sampled; remote endpoints and unbounded runs refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hpsv3_benchmarks.cli import main
+from hpsv3_benchmarks.soak import memory_summary
+from hpsv3_repository.server import TritonServer
+
+
+def test_a_short_soak_answers_every_request_correctly(tiny_server: TritonServer, tmp_path: Path) -> None:
+    prompts = ["--prompt", "a fox", "--prompt", "a lighthouse"]
+    status = main(["--endpoint", tiny_server.grpc_url, "soak", "--minutes", "0.2", "--concurrency", "4",
+                   "--sample-s", "1", *prompts, "--output", str(tmp_path)])  # fmt: skip
+    assert status == 0
+    result = json.loads((tmp_path / "soak.json").read_text())
+    counts = result["counts"]
+    assert counts["sent"] > 8 and counts["correct"] == counts["sent"], counts
+    assert counts.get("wrong", 0) == counts.get("failed", 0) == counts["lost"] == 0
+    assert result["items"] == 8, "4 synthetic images × 2 prompts rotate"
+    memory = result["memory"]
+    assert memory["samples"] >= 3 and 0 < memory["start_mib"] <= memory["peak_mib"]
+    assert (tmp_path / "soak.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [(["--endpoint", "10.1.2.3:8001", "soak"], "only against a loopback endpoint"),
+     (["--endpoint", "127.0.0.1:1", "soak", "--minutes", "500"], "--minutes must be in")],
+)  # fmt: skip
+def test_remote_or_unbounded_soaks_are_refused(
+    arguments: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert main([*arguments, "--output", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_memory_trend_ignores_the_warm_up() -> None:
+    samples = [(0.0, 100.0), (10.0, 400.0)] + [(float(t), 500.0 + t / 60) for t in range(20, 120, 10)]
+    summary = memory_summary(samples)
+    assert summary["peak_mib"] > 500 and summary["trend_mib_per_min"] == pytest.approx(1.0)
