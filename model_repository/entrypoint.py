@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from hpsv3_export.tensorrt_build import PRECISIONS
 from hpsv3_serve.checkpoint import DEFAULT_BASE, DEFAULT_CHECKPOINT, cached_digest, resolve_base, resolve_checkpoint
 from hpsv3_serve.errors import HPSv3Error
 
@@ -42,7 +43,6 @@ from .build import ENGINES_DIR, TARGETS, VLLM_DIR, render, settings_for
 DEFAULT_CACHE = "/models/cache"
 ENGINE_STAMP = "engines.json"
 PLANS = ("vision_encoder.plan", "reward_head.plan")
-PRECISIONS = ("bf16", "fp16", "fp32", "fp8")  # the builder (export/tensorrt.py) checks what it supports
 LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/local/tensorrt/lib")
 Say = Callable[[str], None]
 
@@ -158,6 +158,9 @@ def ensure_engines(artifacts: Path, key: dict, report: Say = say) -> Path:
 
 
 def _link(link: Path, target: Path) -> None:
+    """Make `link` a symlink to `target` (left alone when it already is one)."""
+    if link.is_symlink() and link.resolve() == target.resolve():
+        return
     if link.is_symlink() or link.is_file():
         link.unlink()
     elif link.is_dir():

@@ -77,8 +77,10 @@ def test_gpu_start_builds_engines_once_then_reuses_everything(
     assert "reusing TensorRT engines" in second and "exporting" not in second and builds == ["bf16"]
 
     monkeypatch.setattr(entrypoint, "gpu_environment", lambda: {**FAKE_GPU, "gpu": "NVIDIA L40S"})
-    assert entrypoint.main([*args, "--precision", "fp16"]) == 0  # another GPU model or precision: rebuilt
-    assert "building TensorRT engines" in capsys.readouterr().out and builds == ["bf16", "fp16"]
+    assert entrypoint.main([*args, "--precision", "fp16", "--", "--log-verbose=1"]) == 0  # another GPU or precision
+    third = capsys.readouterr().out
+    assert "building TensorRT engines" in third and builds == ["bf16", "fp16"]
+    assert third.strip().endswith("--log-verbose=1")  # arguments after -- go to tritonserver
 
 
 def test_gpu_target_refuses_here_and_says_what_is_missing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
