@@ -47,3 +47,19 @@ def test_build_context_keeps_what_pip_install_needs() -> None:
     assert package_dirs, "no [tool.setuptools.package-dir] entries found"
     needed = {"pyproject.toml", "README.md", "hpsv3_serve", "docker", *package_dirs}
     assert not needed & ignored
+
+
+def test_readme_docker_run_has_what_an_operator_needs() -> None:
+    readme = (ROOT / "README.md").read_text()
+    run = readme[readme.index("docker run -d --name hpsv3") :].split("\n\n")[0].split("```")[0]
+    for flag in (
+        "--gpus",
+        "--shm-size",
+        "-p 8000:8000",
+        "-p 8001:8001",
+        "-p 8002:8002",
+        ":/models/cache",
+        "-e HF_TOKEN",
+    ):
+        assert flag in run, flag
+    assert "docker build -f docker/Dockerfile" in readme and "kubectl -n hpsv3 apply -f" in readme
