@@ -158,14 +158,15 @@ def ensure_engines(artifacts: Path, key: dict, report: Say = say) -> Path:
 
 
 def _link(link: Path, target: Path) -> None:
-    """Make `link` a symlink to `target` (left alone when it already is one)."""
-    if link.is_symlink() and link.resolve() == target.resolve():
+    """Make `link` a relative symlink to `target` (the volume may be mounted elsewhere); kept when it already is."""
+    relative = os.path.relpath(target.resolve(), link.parent.resolve())
+    if link.is_symlink() and os.readlink(link) == relative:
         return
     if link.is_symlink() or link.is_file():
         link.unlink()
     elif link.is_dir():
         shutil.rmtree(link)
-    link.symlink_to(target.resolve())
+    link.symlink_to(relative)
 
 
 def prepare(args: argparse.Namespace, report: Say = say) -> Path:
@@ -237,7 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hpsv3-entrypoint", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--target", choices=TARGETS, default=env("HPSV3_TARGET", "gpu"), help="gpu: TensorRT + vLLM")
+    parser.add_argument(
+        "--target",
+        choices=TARGETS,
+        default=env("HPSV3_TARGET", "gpu"),
+        help="gpu: TensorRT + vLLM (default, $HPSV3_TARGET); cpu: ONNX Runtime, for tests",
+    )
     parser.add_argument(
         "--cache",
         type=Path,

@@ -71,6 +71,7 @@ def test_gpu_start_builds_engines_once_then_reuses_everything(
     plan = repository / "vision_encoder" / "1" / "model.plan"
     assert plan.resolve() == (cache / "serve" / "onnx" / "tensorrt" / "vision_encoder.plan").resolve()
     assert (cache / "serve" / "onnx" / "vllm" / "tower" / "config.json").is_file()
+    assert os.readlink(cache / "serve" / "onnx" / "vllm") == "../vllm"
 
     assert entrypoint.main(args) == 0  # second start: nothing exported or built again
     second = capsys.readouterr().out
