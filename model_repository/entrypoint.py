@@ -9,8 +9,9 @@ Each start, under --cache (a volume; replicas sharing it take turns through a lo
   1. resolve --checkpoint and --base: hub ids (HF_TOKEN for gated or private repos) or mounted paths
   2. CACHE/serve/onnx          ONNX export, redone only when the source content hash changes (as `hpsv3 serve`)
   3. CACHE/serve/vllm          gpu: the vLLM folder, same rule (linked as serve/onnx/vllm)
-  4. CACHE/serve/onnx/tensorrt gpu: TensorRT engines, built on first start and again whenever engines.json
-                               differs (source hash, precision, sizes, TensorRT version, GPU model)
+  4. CACHE/serve/onnx/tensorrt gpu: TensorRT engines (`python export/tensorrt.py`), built on first start and
+                               again whenever its engines.json differs: source graphs, precision, batch size,
+                               TensorRT version, GPU model
   5. --repository              the Triton repository rendered for the target (pod-local, never shared)
 
 then `exec tritonserver` (gpu) or the nvidia-pytriton server (cpu). The server binds --host, 0.0.0.0 by
@@ -35,14 +36,21 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hpsv3_export.tensorrt_build import PRECISIONS
-from hpsv3_serve.checkpoint import DEFAULT_BASE, DEFAULT_CHECKPOINT, cached_digest, resolve_base, resolve_checkpoint
+from hpsv3_export.tensorrt_host import (
+    RECORD,
+    Gpu,
+    TensorRTUnavailable,
+    engines_are_current,
+    require_gpu,
+    require_tensorrt,
+)
+from hpsv3_serve.checkpoint import DEFAULT_BASE, DEFAULT_CHECKPOINT, resolve_base, resolve_checkpoint
 from hpsv3_serve.errors import HPSv3Error
 
 from .build import ENGINES_DIR, TARGETS, VLLM_DIR, render, settings_for
 
 DEFAULT_CACHE = "/models/cache"
-ENGINE_STAMP = "engines.json"
-PLANS = ("vision_encoder.plan", "reward_head.plan")
+ENGINES = ("vision_encoder", "reward_head")
 LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/local/tensorrt/lib")
 Say = Callable[[str], None]
 
@@ -72,29 +80,25 @@ def locked(path: Path, report: Say = say) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def gpu_environment() -> dict[str, str]:
-    """What the gpu target needs here, as {"tensorrt": version, "gpu": model}; DeployError lists what is missing."""
-    problems, found = [], {}
+def gpu_environment() -> tuple[str, Gpu]:
+    """(TensorRT version, GPU) for the gpu target; DeployError lists everything that is missing here."""
+    problems, version, gpu = [], "", None
     try:
-        import tensorrt
-
-        found["tensorrt"] = tensorrt.__version__
-    except ImportError:
-        problems.append("the `tensorrt` Python package (it builds the engines on first start)")
+        version = require_tensorrt()
+    except TensorRTUnavailable as exc:
+        problems.append(str(exc))
     if importlib.util.find_spec("vllm") is None:
-        problems.append("`vllm` (the language tower runs in vLLM)")
+        problems.append("vLLM is not installed (the language tower runs in it)")
     try:
-        query = ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"]
-        names = subprocess.run(query, capture_output=True, text=True, check=True, timeout=30).stdout.split("\n")
-        found["gpu"] = names[0].strip()
-    except (OSError, subprocess.SubprocessError):
-        problems.append("an NVIDIA GPU (nvidia-smi failed: run with `docker run --gpus ...` or request nvidia.com/gpu)")
+        gpu = require_gpu()
+    except TensorRTUnavailable as exc:
+        problems.append(f"{exc} (docker run --gpus ..., or request nvidia.com/gpu)")
     if problems:
         raise DeployError(
-            "the gpu target needs " + "; ".join(problems) + ". Use the image built from docker/Dockerfile "
-            "(README, GPU deployment), or --target cpu to serve with ONNX Runtime on CPU."
+            "the gpu target cannot start here: " + "; ".join(problems) + ". Use the image built from "
+            "docker/Dockerfile (README, GPU deployment), or --target cpu to serve with ONNX Runtime on CPU."
         )
-    return found
+    return version, gpu
 
 
 def tensorrt_requirement(library_dirs: tuple[str, ...] = LIBRARY_DIRS, cuda: str | None = None) -> str:
@@ -116,44 +120,49 @@ def tensorrt_requirement(library_dirs: tuple[str, ...] = LIBRARY_DIRS, cuda: str
     return f"tensorrt-cu{cuda.split('.')[0]}=={versions[0]}.*"
 
 
-def build_engines(artifacts: Path, precision: str, max_batch_size: int, max_patches: int) -> None:
-    """Run the TensorRT builder (`python export/tensorrt.py`) in its own process: its memory is freed before
-    Triton starts."""
-    command = [
-        sys.executable,
-        "-m",
-        "hpsv3_export.tensorrt_build",
-        "--artifacts",
-        str(artifacts),
-        "--precision",
-        precision,
-        "--max-batch-size",
-        str(max_batch_size),
-        "--max-patches",
-        str(max_patches),
-    ]
+def build_engines(artifacts: Path, precision: str, max_batch_size: int, calibration_images: Path | None) -> None:
+    """Run the TensorRT builder (`python export/tensorrt.py`) in its own process, so that its GPU memory is
+    freed before Triton starts."""
+    builder = "import sys; from hpsv3_export.tensorrt_build import main; sys.exit(main(sys.argv[1:]))"
+    command = [sys.executable, "-c", builder, "--onnx", str(artifacts), "--precision", precision,
+               "--max-batch-size", str(max_batch_size)]  # fmt: skip
+    if calibration_images is not None:
+        command += ["--calibration-images", str(calibration_images)]
     if subprocess.run(command, check=False).returncode != 0:
         raise DeployError(
-            f"building the TensorRT engines failed (see above); fix the cause and restart, or build them by hand "
-            f"with `python export/tensorrt.py --artifacts {artifacts} --precision {precision}`"
+            "building the TensorRT engines failed (see above); fix the cause and restart, or build them by hand "
+            f"with `python export/tensorrt.py --onnx {artifacts} --precision {precision}`"
         )
 
 
-def ensure_engines(artifacts: Path, key: dict, report: Say = say) -> Path:
-    """ARTIFACTS/tensorrt with plans built for `key`; built when missing or made for another key."""
+def _head_batch(folder: Path) -> int | None:
+    """The largest reward_head batch the recorded engines were built for."""
+    try:
+        return json.loads((folder / RECORD).read_text())["engines"]["reward_head"]["profile"]["_HIDDEN"][-1][0]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def ensure_engines(artifacts: Path, tensorrt: str, gpu: Gpu, args: argparse.Namespace, report: Say = say) -> Path:
+    """ARTIFACTS/tensorrt holding engines for these graphs, this TensorRT, GPU model, precision and batch size;
+    built when it does not (its engines.json, written by the builder, says what they were built for)."""
     folder = artifacts / ENGINES_DIR
-    stamp = folder / ENGINE_STAMP
-    current = json.loads(stamp.read_text()) if stamp.is_file() else None
-    if current == key and all((folder / plan).is_file() for plan in PLANS):
-        report(f"reusing TensorRT engines in {folder} ({key['precision']}, TensorRT {key['tensorrt']}, {key['gpu']})")
+    sources = {name: artifacts / f"{name}.onnx" for name in ENGINES}
+    what = f"{args.precision}, TensorRT {tensorrt}, {gpu.name}, batch {args.max_batch_size}"
+
+    def current() -> bool:
+        return engines_are_current(folder, tensorrt, gpu, args.precision, sources) and (
+            _head_batch(folder) == args.max_batch_size
+        )
+
+    if current():
+        report(f"reusing TensorRT engines in {folder} ({what})")
         return folder
-    report(f"building TensorRT engines in {folder} ({key['precision']}, TensorRT {key['tensorrt']}, {key['gpu']}) ...")
-    stamp.unlink(missing_ok=True)
-    build_engines(artifacts, key["precision"], key["max_batch_size"], key["max_patches"])
-    missing = [plan for plan in PLANS if not (folder / plan).is_file()]
-    if missing:
-        raise DeployError(f"the TensorRT builder finished without writing {', '.join(missing)} in {folder}")
-    stamp.write_text(json.dumps(key, indent=1) + "\n")
+    report(f"building TensorRT engines in {folder} ({what}) ...")
+    (folder / RECORD).unlink(missing_ok=True)  # the builder skips a build its record calls current
+    build_engines(artifacts, args.precision, args.max_batch_size, args.calibration_images)
+    if not current():
+        raise DeployError(f"the TensorRT builder finished, but {folder} does not hold engines for ({what})")
     return folder
 
 
@@ -175,23 +184,16 @@ def prepare(args: argparse.Namespace, report: Say = say) -> Path:
 
     from .serve import ensure_artifacts
 
-    environment = gpu_environment() if args.target == "gpu" else {}  # fail before a 17 GB download
+    environment = gpu_environment() if args.target == "gpu" else None  # fail before a 17 GB download
     args.cache.mkdir(parents=True, exist_ok=True)
     with locked(args.cache / ".lock", report):
         checkpoint, base = resolve_checkpoint(args.checkpoint), resolve_base(args.base)
         workdir = args.cache / "serve"
         artifacts = ensure_artifacts(checkpoint, base, workdir, report)
         overrides: dict = {"max_batch_size": args.max_batch_size, "preprocess_instances": args.instances}
-        if args.target == "gpu":
+        if environment is not None:
             _link(artifacts / VLLM_DIR, ensure_vllm_folder(checkpoint, base, workdir, report))
-            key = {
-                "source_sha256": cached_digest(checkpoint, base, workdir),
-                "precision": args.precision,
-                "max_batch_size": args.max_batch_size,
-                "max_patches": args.max_patches,
-                **environment,
-            }
-            ensure_engines(artifacts, key, report)
+            ensure_engines(artifacts, *environment, args, report)
             overrides["gpu_memory_utilization"] = args.gpu_memory_utilization
         repository = render(args.target, settings_for(artifacts, **overrides), args.repository)
     report(f"rendered the {args.target} repository in {repository}")
@@ -273,7 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="vision encoder engine precision ($HPSV3_PRECISION); the head stays fp32",
     )
     parser.add_argument("--max-batch-size", type=int, default=16, help="dynamic batching limit (engines and repo)")
-    parser.add_argument("--max-patches", type=int, default=16384, help="largest image the vision engine takes")
+    parser.add_argument(
+        "--calibration-images",
+        type=Path,
+        default=env("HPSV3_CALIBRATION_IMAGES"),
+        help="fp8 only: folder of typical images to calibrate on ($HPSV3_CALIBRATION_IMAGES)",
+    )
     parser.add_argument("--instances", type=int, default=2, help="preprocess instances (CPU image decoding)")
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.8, help="vLLM's share of GPU memory")
     parser.add_argument("--host", default="0.0.0.0", help="address to bind; 0.0.0.0 in a container (default)")

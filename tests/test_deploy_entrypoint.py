@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import signal
@@ -14,11 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from hpsv3_export import tensorrt_build
+from hpsv3_export.tensorrt_host import Gpu
 from hpsv3_repository import entrypoint
 from hpsv3_repository.server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-FAKE_GPU = {"tensorrt": "10.16.0.1", "gpu": "NVIDIA H100 80GB HBM3"}
+TENSORRT = "10.16.0.1"
+H100, L40S = Gpu("NVIDIA H100 80GB HBM3", "9.0", "580.65"), Gpu("NVIDIA L40S", "8.9", "580.65")
 
 
 @pytest.fixture
@@ -29,34 +33,25 @@ def cache(tmp_path: Path, tiny_artifacts: Path) -> Path:
 
 
 def _args(cache: Path, tiny: Path, checkpoint: Path, target: str, *extra: str) -> list[str]:
-    return [
-        "--target",
-        target,
-        "--cache",
-        str(cache),
-        "--checkpoint",
-        str(checkpoint),
-        "--base",
-        str(tiny / "base"),
-        "--repository",
-        str(cache.parent / "repository"),
-        *extra,
-    ]
+    return ["--target", target, "--cache", str(cache), "--checkpoint", str(checkpoint), "--base", str(tiny / "base"),
+            "--repository", str(cache.parent / "repository"), *extra]  # fmt: skip
 
 
 def test_gpu_start_builds_engines_once_then_reuses_everything(
     cache: Path, tiny: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    builds = []
+    """The real builder's bookkeeping (export/tensorrt_build.build_all, engines.json) with TensorRT itself faked."""
+    gpu, builds = [H100], []
 
-    def fake_build(artifacts: Path, precision: str, max_batch_size: int, max_patches: int) -> None:
+    def fake_build(artifacts: Path, precision: str, max_batch_size: int, calibration_images: Path | None) -> None:
         builds.append(precision)
-        for plan in entrypoint.PLANS:
-            (artifacts / "tensorrt").mkdir(exist_ok=True)
-            (artifacts / "tensorrt" / plan).write_bytes(b"plan")
+        tensorrt_build.build_all(artifacts, artifacts / "tensorrt", precision, max_batch_size, calibration_images)
 
-    monkeypatch.setattr(entrypoint, "gpu_environment", lambda: dict(FAKE_GPU))
+    monkeypatch.setattr(entrypoint, "gpu_environment", lambda: (TENSORRT, gpu[0]))
     monkeypatch.setattr(entrypoint, "build_engines", fake_build)
+    monkeypatch.setattr(tensorrt_build, "require_tensorrt", lambda: TENSORRT)
+    monkeypatch.setattr(tensorrt_build, "require_gpu", lambda: gpu[0])
+    monkeypatch.setattr(tensorrt_build, "build_engine", lambda *_: b"plan")
     args = _args(cache, tiny, tiny_checkpoint, "gpu", "--print-command")
 
     assert entrypoint.main(args) == 0
@@ -77,29 +72,40 @@ def test_gpu_start_builds_engines_once_then_reuses_everything(
     second = capsys.readouterr().out
     assert "reusing TensorRT engines" in second and "exporting" not in second and builds == ["bf16"]
 
-    monkeypatch.setattr(entrypoint, "gpu_environment", lambda: {**FAKE_GPU, "gpu": "NVIDIA L40S"})
-    assert entrypoint.main([*args, "--precision", "fp16", "--", "--log-verbose=1"]) == 0  # another GPU or precision
+    gpu[0] = L40S  # another GPU model, precision or batch size: rebuilt
+    assert entrypoint.main([*args, "--precision", "fp16", "--", "--log-verbose=1"]) == 0
     third = capsys.readouterr().out
     assert "building TensorRT engines" in third and builds == ["bf16", "fp16"]
     assert third.strip().endswith("--log-verbose=1")  # arguments after -- go to tritonserver
+    assert entrypoint.main([*args, "--precision", "fp16", "--max-batch-size", "8"]) == 0
+    assert builds == ["bf16", "fp16", "fp16"]
 
 
 def test_gpu_target_refuses_here_and_says_what_is_missing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code = entrypoint.main(["--target", "gpu", "--cache", str(tmp_path), "--checkpoint", "MizzenAI/HPSv3"])
     error = capsys.readouterr().err
     assert code == 2
-    for needed in ("`tensorrt`", "`vllm`", "NVIDIA GPU", "docker/Dockerfile", "--target cpu"):
+    for needed in (
+        "TensorRT is not installed",
+        "vLLM is not installed",
+        "NVIDIA GPU",
+        "docker/Dockerfile",
+        "--target cpu",
+    ):
         assert needed in error
     assert not (tmp_path / "serve").exists()  # refused before any download or export
 
 
-def test_failed_engine_build_is_reported_and_not_cached(tiny_artifacts: Path, tmp_path: Path) -> None:
+def test_failed_engine_build_is_reported_and_not_recorded(
+    tiny_artifacts: Path, tmp_path: Path, capfd: pytest.CaptureFixture
+) -> None:
     artifacts = tmp_path / "onnx"
     shutil.copytree(tiny_artifacts, artifacts)
-    key = {"source_sha256": "x", "precision": "bf16", "max_batch_size": 4, "max_patches": 64, **FAKE_GPU}
+    args = argparse.Namespace(precision="bf16", max_batch_size=4, calibration_images=None)
     with pytest.raises(entrypoint.DeployError, match="building the TensorRT engines failed"):
-        entrypoint.ensure_engines(artifacts, key, lambda _: None)  # the real builder: no TensorRT on this machine
-    assert not (artifacts / "tensorrt" / entrypoint.ENGINE_STAMP).exists()
+        entrypoint.ensure_engines(artifacts, TENSORRT, H100, args, lambda _: None)  # the real builder: no TensorRT
+    assert "TensorRT is not installed" in capfd.readouterr().err  # the builder's own reason, shown to the operator
+    assert not (artifacts / "tensorrt" / "engines.json").exists()
 
 
 def test_tensorrt_requirement_matches_the_runtime_library(tmp_path: Path) -> None:
@@ -165,23 +171,23 @@ def test_cpu_target_serves_through_the_shell_entrypoint(cache: Path, tiny: Path,
         str(free_port()),
     ]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    process = subprocess.Popen(
-        ["sh", str(ROOT / "docker" / "entrypoint.sh"), *_args(cache, tiny, tiny_checkpoint, "cpu", *ports)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
+    log = cache.parent / "entrypoint.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            ["sh", str(ROOT / "docker" / "entrypoint.sh"), *_args(cache, tiny, tiny_checkpoint, "cpu", *ports)],
+            stdout=out, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
     try:
         deadline = time.monotonic() + 150
-        while _get(f"http://127.0.0.1:{http}/v2/health/ready") != 200:
-            assert process.poll() is None, process.stdout.read()
-            assert time.monotonic() < deadline, "server not ready in 150 s"
+        while "HPSv3 endpoint ready" not in log.read_text():
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, f"server not ready in 150 s\n{log.read_text()}"
             time.sleep(0.5)
-        assert _get(f"http://127.0.0.1:{http}/v2/health/live") == 200
-        assert _get(f"http://127.0.0.1:{http}/v2/models/hpsv3/ready") == 200
+        for path in ("/v2/health/ready", "/v2/health/live", "/v2/models/hpsv3/ready"):
+            assert _get(f"http://127.0.0.1:{http}{path}") == 200, path
     finally:
         process.send_signal(signal.SIGTERM)
-        output = process.communicate(timeout=60)[0]
+        process.wait(timeout=60)
+    output = log.read_text()
     assert process.returncode == 0, output
-    assert "reusing ONNX artifacts" in output and "HPSv3 endpoint ready" in output
+    assert "reusing ONNX artifacts" in output and "stopping tritonserver" in output
