@@ -1,0 +1,325 @@
+"""Container entrypoint: make HPSv3 servable from a cache volume, then run tritonserver.
+
+    python -m hpsv3_repository.entrypoint                  # in the image (docker/entrypoint.sh runs this)
+    python -m hpsv3_repository.entrypoint --print-command  # every step, then print the server command
+    python -m hpsv3_repository.entrypoint --target cpu --checkpoint C --base B --cache DIR   # CPU, no image
+
+Each start, under --cache (a volume; replicas sharing it take turns through a lock file):
+
+  1. resolve --checkpoint and --base: hub ids (HF_TOKEN for gated or private repos) or mounted paths
+  2. CACHE/serve/onnx          ONNX export, redone only when the source content hash changes (as `hpsv3 serve`)
+  3. CACHE/serve/vllm          gpu: the vLLM folder, same rule (linked as serve/onnx/vllm)
+  4. CACHE/serve/onnx/tensorrt gpu: TensorRT engines (`python export/tensorrt.py`), built on first start and
+                               again whenever its engines.json differs: source graphs, precision, batch size,
+                               TensorRT version, GPU model
+  5. --repository              the Triton repository rendered for the target (pod-local, never shared)
+
+then `exec tritonserver` (gpu) or the nvidia-pytriton server (cpu). The server binds --host, 0.0.0.0 by
+default: inside a container the published ports (docker -p, a Kubernetes Service) decide who reaches it.
+Health: GET :8000/v2/health/ready (all models loaded) and /v2/health/live; metrics on :8002/metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from hpsv3_export.tensorrt_build import PRECISIONS
+from hpsv3_export.tensorrt_host import (
+    RECORD,
+    Gpu,
+    TensorRTUnavailable,
+    engines_are_current,
+    require_gpu,
+    require_tensorrt,
+)
+from hpsv3_serve.checkpoint import DEFAULT_BASE, DEFAULT_CHECKPOINT, resolve_base, resolve_checkpoint
+from hpsv3_serve.errors import HPSv3Error
+
+from .build import ENGINES_DIR, TARGETS, VLLM_DIR, render, settings_for
+
+DEFAULT_CACHE = "/models/cache"
+ENGINES = ("vision_encoder", "reward_head")
+LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/local/tensorrt/lib")
+Say = Callable[[str], None]
+
+
+class DeployError(HPSv3Error):
+    """The container cannot serve as configured; the message says what to change."""
+
+    code = "deploy"
+
+
+def say(message: str) -> None:
+    print(f"[hpsv3-entrypoint] {message}", flush=True)
+
+
+@contextmanager
+def locked(path: Path, report: Say = say) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (waits while another replica prepares the shared cache)."""
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            report(f"waiting for {path}: another replica is preparing this cache")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def gpu_environment() -> tuple[str, Gpu]:
+    """(TensorRT version, GPU) for the gpu target; DeployError lists everything that is missing here."""
+    problems, version, gpu = [], "", None
+    try:
+        version = require_tensorrt()
+    except TensorRTUnavailable as exc:
+        problems.append(str(exc))
+    if importlib.util.find_spec("vllm") is None:
+        problems.append("vLLM is not installed (the language tower runs in it)")
+    try:
+        gpu = require_gpu()
+    except TensorRTUnavailable as exc:
+        problems.append(f"{exc} (docker run --gpus ..., or request nvidia.com/gpu)")
+    if problems:
+        raise DeployError(
+            "the gpu target cannot start here: " + "; ".join(problems) + ". Use the image built from "
+            "docker/Dockerfile (README, GPU deployment), or --target cpu to serve with ONNX Runtime on CPU."
+        )
+    return version, gpu
+
+
+def tensorrt_requirement(library_dirs: tuple[str, ...] = LIBRARY_DIRS, cuda: str | None = None) -> str:
+    """The pip requirement for TensorRT's Python package matching the image's libnvinfer (the runtime Triton's
+    TensorRT backend loads): a plan only loads in the TensorRT version that built it."""
+    versions = sorted(
+        {
+            match.group(1)
+            for folder in library_dirs
+            for path in Path(folder).glob("libnvinfer.so.*")
+            if (match := re.fullmatch(r"libnvinfer\.so\.(\d+\.\d+\.\d+)", path.name))
+        }
+    )
+    if len(versions) != 1:
+        raise DeployError(f"expected one libnvinfer.so.X.Y.Z in {', '.join(library_dirs)}, found {versions or 'none'}")
+    cuda = cuda or os.environ.get("CUDA_VERSION", "")
+    if not re.match(r"\d+\.", cuda):
+        raise DeployError("CUDA_VERSION is not set (NVIDIA's images set it): cannot pick tensorrt-cu12 or -cu13")
+    return f"tensorrt-cu{cuda.split('.')[0]}=={versions[0]}.*"
+
+
+def build_engines(artifacts: Path, precision: str, max_batch_size: int, calibration_images: Path | None) -> None:
+    """Run the TensorRT builder (`python export/tensorrt.py`) in its own process, so that its GPU memory is
+    freed before Triton starts."""
+    builder = "import sys; from hpsv3_export.tensorrt_build import main; sys.exit(main(sys.argv[1:]))"
+    command = [sys.executable, "-c", builder, "--onnx", str(artifacts), "--precision", precision,
+               "--max-batch-size", str(max_batch_size)]  # fmt: skip
+    if calibration_images is not None:
+        command += ["--calibration-images", str(calibration_images)]
+    if subprocess.run(command, check=False).returncode != 0:
+        raise DeployError(
+            "building the TensorRT engines failed (see above); fix the cause and restart, or build them by hand "
+            f"with `python export/tensorrt.py --onnx {artifacts} --precision {precision}`"
+        )
+
+
+def _head_batch(folder: Path) -> int | None:
+    """The largest reward_head batch the recorded engines were built for."""
+    try:
+        return json.loads((folder / RECORD).read_text())["engines"]["reward_head"]["profile"]["_HIDDEN"][-1][0]
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def ensure_engines(artifacts: Path, tensorrt: str, gpu: Gpu, args: argparse.Namespace, report: Say = say) -> Path:
+    """ARTIFACTS/tensorrt holding engines for these graphs, this TensorRT, GPU model, precision and batch size;
+    built when it does not (its engines.json, written by the builder, says what they were built for)."""
+    folder = artifacts / ENGINES_DIR
+    sources = {name: artifacts / f"{name}.onnx" for name in ENGINES}
+    what = f"{args.precision}, TensorRT {tensorrt}, {gpu.name}, batch {args.max_batch_size}"
+
+    def current() -> bool:
+        return engines_are_current(folder, tensorrt, gpu, args.precision, sources) and (
+            _head_batch(folder) == args.max_batch_size
+        )
+
+    if current():
+        report(f"reusing TensorRT engines in {folder} ({what})")
+        return folder
+    report(f"building TensorRT engines in {folder} ({what}) ...")
+    (folder / RECORD).unlink(missing_ok=True)  # the builder skips a build its record calls current
+    build_engines(artifacts, args.precision, args.max_batch_size, args.calibration_images)
+    if not current():
+        raise DeployError(f"the TensorRT builder finished, but {folder} does not hold engines for ({what})")
+    return folder
+
+
+def _link(link: Path, target: Path) -> None:
+    """Make `link` a relative symlink to `target` (the volume may be mounted elsewhere); kept when it already is."""
+    relative = os.path.relpath(target.resolve(), link.parent.resolve())
+    if link.is_symlink() and os.readlink(link) == relative:
+        return
+    if link.is_symlink() or link.is_file():
+        link.unlink()
+    elif link.is_dir():
+        shutil.rmtree(link)
+    link.symlink_to(relative)
+
+
+def prepare(args: argparse.Namespace, report: Say = say) -> Path:
+    """Steps 1-5 (see the module doc); returns the rendered repository."""
+    from hpsv3_export.vllm_export import ensure_vllm_folder
+
+    from .serve import ensure_artifacts
+
+    environment = gpu_environment() if args.target == "gpu" else None  # fail before a 17 GB download
+    args.cache.mkdir(parents=True, exist_ok=True)
+    with locked(args.cache / ".lock", report):
+        checkpoint, base = resolve_checkpoint(args.checkpoint), resolve_base(args.base)
+        workdir = args.cache / "serve"
+        artifacts = ensure_artifacts(checkpoint, base, workdir, report)
+        overrides: dict = {"max_batch_size": args.max_batch_size, "preprocess_instances": args.instances}
+        if environment is not None:
+            _link(artifacts / VLLM_DIR, ensure_vllm_folder(checkpoint, base, workdir, report))
+            ensure_engines(artifacts, *environment, args, report)
+            overrides["gpu_memory_utilization"] = args.gpu_memory_utilization
+        repository = render(args.target, settings_for(artifacts, **overrides), args.repository)
+    report(f"rendered the {args.target} repository in {repository}")
+    return repository
+
+
+def tritonserver_command(repository: Path, args: argparse.Namespace) -> list[str]:
+    """The server command: every model loaded at start, not ready until all are, exits if one fails to load."""
+    return [
+        "tritonserver",
+        f"--model-repository={repository}",
+        "--model-control-mode=none",
+        "--strict-readiness=true",
+        "--exit-on-error=true",
+        f"--http-address={args.host}",
+        f"--http-port={args.http_port}",
+        f"--grpc-address={args.host}",
+        f"--grpc-port={args.grpc_port}",
+        f"--metrics-address={args.host}",
+        f"--metrics-port={args.metrics_port}",
+        *args.tritonserver_args,
+    ]
+
+
+def run_cpu(repository: Path, args: argparse.Namespace) -> int:
+    """Serve the CPU repository with nvidia-pytriton's tritonserver until SIGTERM/SIGINT."""
+    from .serve import serve_forever
+    from .server import TritonServer
+
+    server = TritonServer(
+        repository,
+        host=args.host,
+        grpc_port=args.grpc_port,
+        http_port=args.http_port,
+        metrics_port=args.metrics_port,
+        workdir=args.repository.with_name(args.repository.name + ".server"),
+        extra_args=args.tritonserver_args,
+    )
+    return serve_forever(server, say)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(
+        prog="hpsv3-entrypoint", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--target",
+        choices=TARGETS,
+        default=env("HPSV3_TARGET", "gpu"),
+        help="gpu: TensorRT + vLLM (default, $HPSV3_TARGET); cpu: ONNX Runtime, for tests",
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path(env("HPSV3_CACHE_DIR", DEFAULT_CACHE)),
+        help="volume for exports and engines ($HPSV3_CACHE_DIR, default %(default)s)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        default=env("HPSV3_CHECKPOINT", DEFAULT_CHECKPOINT),
+        help="HPSv3 .safetensors file, folder or hub id ($HPSV3_CHECKPOINT)",
+    )
+    parser.add_argument(
+        "--base",
+        default=env("HPSV3_BASE", DEFAULT_BASE),
+        help="Qwen2-VL-7B-Instruct folder or hub id, config + tokenizer only ($HPSV3_BASE)",
+    )
+    parser.add_argument(
+        "--repository",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "hpsv3-repository",
+        help="where to render the Triton repository (pod-local; default %(default)s)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=env("HPSV3_PRECISION", "bf16"),
+        help="vision encoder engine precision ($HPSV3_PRECISION); the head stays fp32",
+    )
+    parser.add_argument("--max-batch-size", type=int, default=16, help="dynamic batching limit (engines and repo)")
+    parser.add_argument(
+        "--calibration-images",
+        type=Path,
+        default=env("HPSV3_CALIBRATION_IMAGES"),
+        help="fp8 only: folder of typical images to calibrate on ($HPSV3_CALIBRATION_IMAGES)",
+    )
+    parser.add_argument("--instances", type=int, default=2, help="preprocess instances (CPU image decoding)")
+    parser.add_argument("--gpu-memory-utilization", type=float, default=0.8, help="vLLM's share of GPU memory")
+    parser.add_argument("--host", default="0.0.0.0", help="address to bind; 0.0.0.0 in a container (default)")
+    parser.add_argument("--http-port", type=int, default=8000, help="HTTP: inference, /v2/health/{ready,live}")
+    parser.add_argument("--grpc-port", type=int, default=8001, help="gRPC: inference (hpsv3_client)")
+    parser.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics (/metrics)")
+    parser.add_argument("--print-command", action="store_true", help="prepare everything, print the server command")
+    parser.add_argument(
+        "--tensorrt-requirement",
+        action="store_true",
+        help="print the pip requirement of TensorRT matching the image's libnvinfer",
+    )
+    parser.add_argument("tritonserver_args", nargs="*", metavar="-- TRITONSERVER_ARG", help="passed to tritonserver")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.tensorrt_requirement:  # used by docker/Dockerfile
+            print(tensorrt_requirement())
+            return 0
+        repository = prepare(args)
+        command = tritonserver_command(repository, args)
+        if args.print_command:
+            print(" ".join(command))
+            return 0
+        if args.target == "cpu":
+            return run_cpu(repository, args)
+        binary = shutil.which("tritonserver")
+        if binary is None:
+            raise DeployError("tritonserver is not on PATH: run this in the image built from docker/Dockerfile")
+        say(f"starting: {' '.join(command)}")
+        os.execv(binary, command)
+    except HPSv3Error as exc:
+        print(f"hpsv3-entrypoint: error: {exc}", file=sys.stderr)
+        return 2
+    return 0  # not reached: execv replaced this process
+
+
+if __name__ == "__main__":
+    sys.exit(main())
