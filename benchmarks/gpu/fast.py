@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -84,9 +85,9 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
 
-@dataclass(frozen=True)
-class LayerWeights:
-    """One decoder layer's weights, QKV and gate/up fused into single matrices."""
+class LayerWeights(NamedTuple):
+    """One decoder layer's weights, QKV and gate/up fused (a tuple of tensors: one compiled graph serves all
+    layers)."""
 
     ln1: torch.Tensor
     qkv: torch.Tensor
@@ -113,12 +114,13 @@ class LayerWeights:
 def attention_inputs(
     x: torch.Tensor, w: LayerWeights, cos: torch.Tensor, sin: torch.Tensor, heads: int, kv_heads: int, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Norm, fused QKV and RoPE: q `[B, heads, L, d]`, k and v `[B, kv_heads, L, d]`."""
+    """Norm, fused QKV and RoPE: q, k, v `[B, heads, L, d]` (KV heads repeated: every SDPA backend takes it)."""
     rows, length, hidden = x.shape
     head_dim = hidden // heads
     qkv = F.linear(rms_norm(x, w.ln1, eps), w.qkv, w.qkv_bias).view(rows, length, heads + 2 * kv_heads, head_dim)
     q, k, v = qkv.transpose(1, 2).split([heads, kv_heads, kv_heads], dim=1)
-    return rotate(q, cos, sin), rotate(k, cos, sin), v
+    k, v = (t.repeat_interleave(heads // kv_heads, dim=1) for t in (rotate(k, cos, sin), v))
+    return rotate(q, cos, sin), k, v
 
 
 def mlp(x: torch.Tensor, w: LayerWeights, eps: float) -> torch.Tensor:
@@ -133,7 +135,7 @@ def decoder_layer(
     """A Qwen2 decoder layer over right-padded rows with causal attention only."""
     rows, length, hidden = x.shape
     q, k, v = attention_inputs(x, w, cos, sin, heads, kv_heads, eps)
-    attended = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     x = x + F.linear(attended.transpose(1, 2).reshape(rows, length, hidden), w.out)
     return mlp(x, w, eps)
 
@@ -153,7 +155,7 @@ def last_layer(
     q, k, v = attention_inputs(x, w, cos, sin, heads, kv_heads, eps)
     pick = reward_index.view(rows, 1, 1, 1).expand(rows, heads, 1, q.shape[-1])
     visible = torch.arange(length, device=x.device).view(1, 1, 1, length) <= reward_index.view(rows, 1, 1, 1)
-    attended = F.scaled_dot_product_attention(q.gather(2, pick), k, v, attn_mask=visible, enable_gqa=True)
+    attended = F.scaled_dot_product_attention(q.gather(2, pick), k, v, attn_mask=visible)
     reward_rows = x[torch.arange(rows, device=x.device), reward_index]
     return mlp(reward_rows + F.linear(attended.reshape(rows, hidden), w.out), w, eps)
 
@@ -169,8 +171,7 @@ class FastHPSv3:
         self.layers = [LayerWeights.fuse(layer) for layer in model.language_model.layers]
         self.layer_fn = decoder_layer
         if compile_layers:
-            torch._dynamo.config.recompile_limit = 64
-            self.layer_fn = torch.compile(decoder_layer)
+            self.layer_fn = torch.compile(decoder_layer, dynamic=True)  # one graph for every batch and length
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None

@@ -10,325 +10,36 @@ the paths disagree: that is what `make test` runs.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
-import os
-import platform
 import sys
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-
-import numpy as np
-import torch
-import transformers
-
-from hpsv3_benchmarks.gpu.fast import LENGTH_BUCKET, FastHPSv3, decoder_layer, to_device
-from hpsv3_benchmarks.gpu.measure import Deadline, latencies_ms, matmul_peak, synchronize, timed_throughput
-from hpsv3_benchmarks.gpu.official import official_forward, official_inputs
-from hpsv3_benchmarks.gpu.report import Report, best, render, summarise
-from hpsv3_benchmarks.gpu.shapes import FlopModel, build_model
-from hpsv3_benchmarks.gpu.workload import (
-    IMAGE_SIZES,
-    TEXT_TOKENS,
-    init_worker,
-    length_sorted,
-    make_jpegs,
-    make_requests,
-    official_batch,
-    prepare,
-)
-from hpsv3_serve.batching import Batch, PreparedItem, collate
-
-
-@dataclass(frozen=True)
-class Profile:
-    """Sizes and counts of one kind of run."""
-
-    size: str
-    dtype: str
-    official_batches: tuple[int, ...]
-    fast_batches: tuple[int, ...]
-    items: int  # prepared requests the model-only sweeps draw batches from
-    latency_requests: int
-    stream_requests: int
-    parity_items: int
-    tolerance: float  # max |Δ| of mu and log_sigma between the paths
-    peak_size: int
-    min_seconds: float  # timed rounds per measurement last at least this long …
-    max_rounds: int  # … or stop at this many
-    warm: bool  # one untimed pass before timing (the self-check only checks that the paths run)
-    text_tokens: tuple[int, int]  # range of text ids per request
-    image_sizes: tuple[tuple[int, int], ...]
-
-
-PROFILES = {
-    "gpu": Profile(
-        "7b",
-        "bfloat16",
-        (1, 2, 4, 8, 16, 32),
-        (1, 8, 16, 32, 64),
-        64,
-        16,
-        384,
-        8,
-        0.25,
-        8192,
-        3.0,
-        20,
-        True,
-        TEXT_TOKENS,
-        IMAGE_SIZES,
-    ),
-    "self-check": Profile(
-        "tiny", "float32", (1, 2), (1, 2), 4, 1, 4, 4, 1e-4, 256, 0.0, 1, False, (40, 60), ((300, 200), (200, 200))
-    ),
-}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
+        prog="python -m hpsv3_benchmarks.gpu",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="On a lent GPU machine run `bash benchmarks/gpu/run.sh` (it sets PYTHONPATH, installs carried "
-        "wheels and writes to $OUT); see docs/PERFORMANCE.md. Here: `python -m hpsv3_benchmarks.gpu.gpu_bench "
+        "wheels and writes to $OUT); see docs/PERFORMANCE.md. Here: `python -m hpsv3_benchmarks.gpu "
         "--self-check --out build/gpu_bench`.",
     )
     parser.add_argument("--out", type=Path, default=Path("build/gpu_bench"), help="folder for the JSON and text")
     parser.add_argument("--self-check", action="store_true", help="CPU, tiny shapes, fp32: check paths agree")
-    parser.add_argument("--budget", type=float, default=420.0, help="seconds; phases that would overrun are skipped")
+    parser.add_argument(
+        "--budget", type=float, default=420.0, help="seconds (default 420); a phase that would overrun is skipped"
+    )
     parser.add_argument("--workers", type=int, default=None, help="preprocessing processes (default: cores − 2)")
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="fast path without torch.compile")
     parser.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false", help="fast path without graphs")
     return parser.parse_args(argv)
 
 
-def environment(device: torch.device, profile: Profile, args: argparse.Namespace) -> dict:
-    """What ran where: versions, card, options and the command line."""
-    cuda = device.type == "cuda"
-    return {
-        "started_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-        "commit": os.environ.get("HPSV3_COMMIT", "unknown"),
-        "command": " ".join(sys.argv),
-        "self_check": args.self_check,
-        "profile": asdict(profile),
-        "size": profile.size,
-        "dtype": profile.dtype,
-        "device_name": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "fast_options": {"compile": args.compile and cuda, "cuda_graphs": args.cuda_graphs and cuda},
-        "peak_shape": f"{profile.peak_size}³ {profile.dtype}",
-    }
-
-
-class Bench:
-    """The phases of one run, sharing the model, the prepared requests and the report."""
-
-    def __init__(self, args: argparse.Namespace, profile: Profile, device: torch.device, report: Report) -> None:
-        self.args, self.profile, self.device, self.report = args, profile, device, report
-        self.deadline = Deadline.after(args.budget)
-        self.dtype = getattr(torch, profile.dtype)
-        self.model = build_model(profile.size, str(device), self.dtype)
-        options = report.data["meta"]["fast_options"]
-        self.fast = FastHPSv3(self.model, compile_layers=options["compile"], cuda_graphs=options["cuda_graphs"])
-        self.flops = FlopModel(self.model.config)
-
-    def item_flops(self, items: list[PreparedItem]) -> float:
-        return sum(self.flops.image(len(item.image.patches), len(item.input_ids)) for item in items)
-
-    def run_fast(self, batch: Batch) -> torch.Tensor:
-        return self.fast(to_device(batch, self.device))
-
-    def run_official(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return official_forward(self.model, inputs, self.device)
-
-    def fall_back(self, exc: Exception) -> None:
-        """Drop torch.compile, then CUDA graphs, after a failure in the fast path (recorded in the report)."""
-        options = self.report.data["meta"]["fast_options"]
-        if self.fast.layer_fn is not decoder_layer:
-            self.fast.layer_fn, options["compile"] = decoder_layer, False
-        elif self.fast.cuda_graphs:
-            self.fast.cuda_graphs, options["cuda_graphs"] = False, False
-        else:
-            raise exc
-        self.fast.graphs.clear()
-        self.report.append("errors", f"fast path fell back to {options} after {type(exc).__name__}: {exc}"[:500])
-
-    def parity(self, items: list[PreparedItem]) -> None:
-        """Both paths (and the project's reference forward) on the same mixed-size batch."""
-        items = items[: self.profile.parity_items]
-        official = self.run_official(official_inputs(official_batch(items))).float().cpu().numpy()
-        while True:
-            try:
-                fast = self.run_fast(collate(items)).float().cpu().numpy()
-                break
-            except Exception as exc:  # torch.compile / graph capture problems on an unseen stack
-                self.fall_back(exc)
-        batch = collate(items)
-        with torch.inference_mode():
-            reference = self.model(
-                *(torch.from_numpy(a).to(self.device) for a in (batch.input_ids, batch.attention_mask)),
-                torch.from_numpy(batch.reward_index).to(self.device),
-                torch.from_numpy(batch.pixel_values).to(self.device),
-                torch.from_numpy(batch.image_grid_thw).to(self.device),
-            )
-        reference = reference.float().cpu().numpy()
-        delta = np.abs(np.stack([fast - official, reference - official]))
-        tolerance = self.profile.tolerance
-        self.report.set(
-            "parity",
-            {
-                "items": len(items),
-                "official": official.tolist(),
-                "fast": fast.tolist(),
-                "reference": reference.tolist(),
-                "max_abs_mu": float(delta[..., 0].max()),
-                "max_abs_log_sigma": float(delta[..., 1].max()),
-                "mu_std": float(official[:, 0].std()),
-                "tolerance": tolerance,
-                "ok": bool(np.isfinite(official).all() and delta.max() <= tolerance),
-            },
-        )
-
-    def sweep(self, key: str, batch_sizes: tuple[int, ...], items: list[PreparedItem], reserve: float) -> None:
-        """images/s and TFLOP/s per batch size; stops at out-of-memory or when `reserve` s would be eaten."""
-        peak = self.report.data["peak_tflops"]
-        last_seconds = 0.0
-        for size in batch_sizes:
-            if self.deadline.left() < reserve + 3 * last_seconds:
-                self.report.append(key, {"batch": size, "error": "skipped: time budget"})
-                continue
-            if key == "official":
-                groups = [items[i : i + size] for i in range(0, len(items) - size + 1, size)]
-                batches: list = [official_inputs(official_batch(group)) for group in groups]
-                run: Callable = self.run_official
-                padded = sum(len(group) * max(len(item.input_ids) for item in group) + 8 for group in groups)
-            else:
-                groups = [group for group in length_sorted(items, size) if len(group) == size]
-                batches, run = [collate(group) for group in groups], self.run_fast
-                padded = sum(
-                    len(group) * -(-max(len(i.input_ids) for i in group) // LENGTH_BUCKET) * LENGTH_BUCKET
-                    for group in groups
-                )
-            started = time.perf_counter()
-            try:
-                seconds, rounds = timed_throughput(
-                    run, batches, self.device, self.profile.min_seconds, self.profile.max_rounds, self.profile.warm
-                )
-            except torch.OutOfMemoryError:
-                torch.cuda.empty_cache()
-                self.report.append(key, {"batch": size, "error": "out of memory"})
-                break
-            last_seconds = time.perf_counter() - started
-            images = [item for group in groups for item in group]
-            tflops = rounds * self.item_flops(images) / seconds / 1e12
-            tokens = sum(len(item.input_ids) for item in images)
-            self.report.append(
-                key,
-                {
-                    "batch": size,
-                    "images_per_s": rounds * len(images) / seconds,
-                    "tflops": tflops,
-                    "pct_peak": 100 * tflops / peak,
-                    "padding_pct": 100 * (1 - tokens / padded),
-                    "rounds": rounds,
-                    "seconds": seconds,
-                },
-            )
-
-    def latency(self, items: list[PreparedItem]) -> None:
-        """Batch-1 latency from a prepared request to its scores on the host, for both paths."""
-        requests = items[: self.profile.latency_requests]
-        paths = {
-            "fast": lambda item: self.run_fast(collate([item])).cpu().numpy(),
-            "official": lambda item: self.run_official(official_inputs(official_batch([item]))).cpu().numpy(),
-        }
-        result = {}
-        for name, run in paths.items():
-            if self.deadline.left() < 30:
-                break
-            times = latencies_ms(run, requests, self.profile.warm)
-            result[name] = {
-                "p50_ms": float(np.median(times)),
-                "p90_ms": float(np.quantile(times, 0.9)),
-                "n": len(times),
-            }
-            self.report.set("latency", result)
-
-    def stream_fast(self, pool: multiprocessing.pool.Pool, requests: list, size: int) -> float:
-        """Requests → workers (decode, resize, patchify) → length-sorted batches of `size` → fast path."""
-        window, pending, outputs = 4 * size, [], []
-        for item in pool.imap(prepare, requests, chunksize=2):
-            pending.append(item)
-            if len(pending) == window:
-                outputs += [self.run_fast(collate(group)) for group in length_sorted(pending, size)]
-                pending = []
-        outputs += [self.run_fast(collate(group)) for group in length_sorted(pending, size)]
-        return float(torch.cat(outputs).sum().cpu())
-
-    def stream_official(self, requests: list, size: int) -> float:
-        """The official inferencer's loop: each batch preprocessed in the calling process, then scored."""
-        total = 0.0
-        for start in range(0, len(requests), size):
-            items = [prepare(request) for request in requests[start : start + size]]
-            total += float(self.run_official(official_inputs(official_batch(items))).sum().cpu())
-        return total
-
-    def streams(self, pool: multiprocessing.pool.Pool, requests: list) -> None:
-        """End-to-end images/s from JPEG bytes, each path at its best model-only batch size."""
-        result = {}
-        plans = (
-            ("fast", best(self.report.data.get("fast", [])), lambda size: self.stream_fast(pool, requests, size)),
-            ("official", best(self.report.data.get("official", [])), lambda size: self.stream_official(requests, size)),
-        )
-        for name, row, run in plans:
-            if row is None or self.deadline.left() < 2 * len(requests) / row["images_per_s"] + 15:
-                continue
-            if self.profile.warm:
-                run(row["batch"])  # graphs for every length bucket, worker start-up
-            synchronize(self.device)
-            start = time.perf_counter()
-            run(row["batch"])
-            synchronize(self.device)
-            result[name] = {
-                "batch": row["batch"],
-                "images": len(requests),
-                "images_per_s": len(requests) / (time.perf_counter() - start),
-                "preprocessing": f"{pool._processes} worker processes" if name == "fast" else "in the calling process",
-            }
-            self.report.set("stream", result)
-
-
 def main(argv: list[str] | None = None) -> int:
+    """Parse the options, then load torch and run (so `--help` answers at once)."""
     args = parse_args(argv)
-    profile = PROFILES["self-check" if args.self_check else "gpu"]
-    device = torch.device("cpu" if args.self_check or not torch.cuda.is_available() else "cuda")
-    if device.type != "cuda" and not args.self_check:
-        print("no CUDA device here: run with --self-check for the CPU check", file=sys.stderr)
-        return 2
-    report = Report(args.out, environment(device, profile, args))
-    workers = args.workers or max(1, min(12, (os.cpu_count() or 2) - 2))
-    jpegs = make_jpegs(2 * len(profile.image_sizes), sizes=profile.image_sizes)
-    init_worker(jpegs)  # the official loop prepares in this process
-    context = multiprocessing.get_context("spawn")  # never fork a process that holds a CUDA context
-    with context.Pool(workers, init_worker, (jpegs,)) as pool:
-        items = pool.map(prepare, make_requests(profile.items, len(jpegs), profile.text_tokens, seed=1))
-        report.set("peak_tflops", matmul_peak(device, getattr(torch, profile.dtype), profile.peak_size, 10))
-        bench = Bench(args, profile, device, report)
-        report.set("flops_per_image", bench.item_flops(items) / len(items))
-        bench.parity(items)
-        bench.sweep("official", profile.official_batches, items, reserve=0.45 * bench.deadline.left())
-        bench.sweep("fast", profile.fast_batches, items, reserve=60)
-        bench.latency(items)
-        bench.streams(pool, make_requests(profile.stream_requests, len(jpegs), profile.text_tokens, seed=2))
-    report.set("summary", summarise(report.data))
-    print(render(report.data))
-    return 0 if report.data["parity"]["ok"] else 1
+    from hpsv3_benchmarks.gpu.bench import run
+
+    return run(args)
 
 
 if __name__ == "__main__":
