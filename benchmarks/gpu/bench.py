@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import transformers
 
-from hpsv3_benchmarks.gpu.fast import LENGTH_BUCKET, FastHPSv3, decoder_layer, to_device
+from hpsv3_benchmarks.gpu.fast import LENGTH_BUCKET, FastHPSv3, to_device
 from hpsv3_benchmarks.gpu.measure import Deadline, latencies_ms, matmul_peak, synchronize, timed_throughput
 from hpsv3_benchmarks.gpu.official import official_forward, official_inputs
 from hpsv3_benchmarks.gpu.report import Report, best, render, summarise
@@ -149,8 +149,8 @@ class Bench:
     def fall_back(self, exc: Exception) -> None:
         """Drop torch.compile, then CUDA graphs, after a failure in the fast path (recorded in the report)."""
         options = self.report.data["meta"]["fast_options"]
-        if self.fast.layer_fn is not decoder_layer:
-            self.fast.layer_fn, options["compile"] = decoder_layer, False
+        if self.fast.layer_fn is not self.fast.eager_layer:
+            self.fast.layer_fn, options["compile"] = self.fast.eager_layer, False
         elif self.fast.cuda_graphs:
             self.fast.cuda_graphs, options["cuda_graphs"] = False, False
         else:

@@ -169,9 +169,15 @@ class FastHPSv3:
         text = model.language_model.config
         self.heads, self.kv_heads, self.eps = text.num_attention_heads, text.num_key_value_heads, text.rms_norm_eps
         self.layers = [LayerWeights.fuse(layer) for layer in model.language_model.layers]
-        self.layer_fn = decoder_layer
-        if compile_layers:
-            self.layer_fn = torch.compile(decoder_layer, dynamic=True)  # one graph for every batch and length
+        heads, kv_heads, eps = self.heads, self.kv_heads, self.eps
+
+        def layer(x: torch.Tensor, w: LayerWeights, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+            return decoder_layer(x, w, cos, sin, heads, kv_heads, eps)
+
+        self.eager_layer = layer
+        self.layer_fn = self.eager_layer
+        if compile_layers:  # sizes stay constants; batch and length are symbolic: one graph for every shape
+            self.layer_fn = torch.compile(self.eager_layer, dynamic=True)
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
@@ -217,7 +223,7 @@ class FastHPSv3:
         cos, sin = self.rope(embeds)
         x = embeds
         for weights in self.layers[:-1]:
-            x = self.layer_fn(x, weights, cos, sin, self.heads, self.kv_heads, self.eps)
+            x = self.layer_fn(x, weights, cos, sin)
         x = last_layer(x, reward_index, self.layers[-1], cos, sin, self.heads, self.kv_heads, self.eps)
         norm = self.model.language_model.norm
         return self.model.rm_head(rms_norm(x, norm.weight, self.eps).float())
