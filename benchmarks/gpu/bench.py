@@ -149,8 +149,9 @@ class Bench:
     def fall_back(self, exc: Exception) -> None:
         """Drop torch.compile, then CUDA graphs, after a failure in the fast path (recorded in the report)."""
         options = self.report.data["meta"]["fast_options"]
-        if self.fast.layer_fn is not self.fast.eager_layer:
+        if options["compile"]:
             self.fast.layer_fn, options["compile"] = self.fast.eager_layer, False
+            self.fast.qkv_fn, self.fast.out_fn = self.fast.eager_vision
         elif self.fast.cuda_graphs:
             self.fast.cuda_graphs, options["cuda_graphs"] = False, False
         else:

@@ -11,12 +11,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.activations import ACT2FN
 
 from hpsv3_serve.batching import Batch
 from hpsv3_serve.inputs import NORMALISED, TEMPORAL_PATCH_SIZE, vision_position_ids
@@ -160,6 +162,53 @@ def last_layer(
     return mlp(reward_rows + F.linear(attended.reshape(rows, hidden), w.out), w, eps)
 
 
+class BlockWeights(NamedTuple):
+    """One vision block's tensors (a tuple: one compiled graph serves all 32 blocks)."""
+
+    norm1: tuple[torch.Tensor, torch.Tensor]
+    qkv: tuple[torch.Tensor, torch.Tensor]
+    proj: tuple[torch.Tensor, torch.Tensor]
+    norm2: tuple[torch.Tensor, torch.Tensor]
+    fc1: tuple[torch.Tensor, torch.Tensor]
+    fc2: tuple[torch.Tensor, torch.Tensor]
+
+    @classmethod
+    def of(cls, block: nn.Module) -> BlockWeights:
+        def pair(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+            return module.weight, module.bias
+
+        attn, mlp = block.attn, block.mlp
+        return cls(pair(block.norm1), pair(attn.qkv), pair(attn.proj), pair(block.norm2), pair(mlp.fc1), pair(mlp.fc2))
+
+
+def vision_qkv(
+    x: torch.Tensor, w: BlockWeights, cos: torch.Tensor, sin: torch.Tensor, heads: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """LayerNorm, QKV and the 2-D RoPE (in float32, as transformers does): `[N, heads, d]` each."""
+    h = F.layer_norm(x, x.shape[-1:], *w.norm1, eps=1e-6)
+    q, k, v = F.linear(h, *w.qkv).view(x.shape[0], 3, heads, -1).unbind(1)
+    return rotate(q.float(), cos, sin).to(x.dtype), rotate(k.float(), cos, sin).to(x.dtype), v
+
+
+def vision_out(x: torch.Tensor, attended: torch.Tensor, w: BlockWeights, act: nn.Module) -> torch.Tensor:
+    """Output projection and the MLP, each with its residual."""
+    x = x + F.linear(attended, *w.proj)
+    return x + F.linear(act(F.linear(F.layer_norm(x, x.shape[-1:], *w.norm2, eps=1e-6), *w.fc1)), *w.fc2)
+
+
+def per_image_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, runs: tuple[tuple[int, int], ...]
+) -> torch.Tensor:
+    """Attention within each image: one batched SDPA call per run of equal-size images, `[N, heads·d]`."""
+    outputs, start = [], 0
+    for count, patches in runs:
+        end = start + count * patches
+        per_image = [t[start:end].view(count, patches, t.shape[1], -1).transpose(1, 2) for t in (q, k, v)]
+        outputs.append(F.scaled_dot_product_attention(*per_image).transpose(1, 2).reshape(end - start, -1))
+        start = end
+    return torch.cat(outputs)
+
+
 class FastHPSv3:
     """The fast forward over an `HPSv3RewardModel`'s weights (the model's own modules stay usable)."""
 
@@ -176,8 +225,17 @@ class FastHPSv3:
 
         self.eager_layer = layer
         self.layer_fn = self.eager_layer
+        vision = model.visual.config
+        self.blocks = [BlockWeights.of(block) for block in model.visual.blocks]
+        act = ACT2FN[vision.hidden_act]
+        self.eager_vision = (
+            partial(vision_qkv, heads=vision.num_heads),
+            partial(vision_out, act=act),
+        )
+        self.qkv_fn, self.out_fn = self.eager_vision
         if compile_layers:  # sizes stay constants; batch and length are symbolic: one graph for every shape
             self.layer_fn = torch.compile(self.eager_layer, dynamic=True)
+            self.qkv_fn, self.out_fn = (torch.compile(fn, dynamic=True) for fn in self.eager_vision)
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
@@ -198,18 +256,9 @@ class FastHPSv3:
         x = F.linear(self.pixel_values(batch.patches), proj.view(proj.shape[0], -1))
         cos, sin = visual.rotary_pos_emb(x, batch.vision_positions)
         cos, sin = cos.unsqueeze(1).float(), sin.unsqueeze(1).float()
-        for block in visual.blocks:
-            attn = block.attn
-            q, k, v = attn.qkv(block.norm1(x)).view(x.shape[0], 3, attn.num_heads, -1).unbind(1)
-            q, k = (rotate(t.float(), cos, sin).to(x.dtype) for t in (q, k))  # in float32, as transformers does
-            outputs, start = [], 0
-            for count, patches in batch.runs:
-                end = start + count * patches
-                per_image = [t[start:end].view(count, patches, attn.num_heads, -1).transpose(1, 2) for t in (q, k, v)]
-                outputs.append(F.scaled_dot_product_attention(*per_image).transpose(1, 2).reshape(end - start, -1))
-                start = end
-            x = x + attn.proj(torch.cat(outputs))
-            x = x + block.mlp(block.norm2(x))
+        for weights in self.blocks:
+            q, k, v = self.qkv_fn(x, weights, cos, sin)
+            x = self.out_fn(x, per_image_attention(q, k, v, batch.runs), weights)
         return visual.merger(x)
 
     def rope(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
