@@ -4,9 +4,10 @@
 #   bash benchmarks/gpu/run.sh [gpu_bench.py options]      e.g. --no-compile, --budget 300, --self-check
 #
 # Needs python3 with torch (CUDA), numpy, Pillow, tokenizers and safetensors; no network, nothing installed
-# from an index. Wheels in .whl/ (carried: transformers==5.24.0, the version the project is tested with)
-# are installed into a temporary folder first. Results go to $OUT (the device tool's folder) or
-# build/gpu_bench: gpu_bench.json (rewritten after every phase), gpu_bench.txt, log.txt, nvidia-smi.txt.
+# from an index. Wheels in $WHEELS (default .whl/, filled by fetch_wheels.sh and carried: transformers 5.24,
+# the version the project is tested with, and regex) are installed into a temporary folder first.
+# Results go to $OUT (the device tool's folder) or build/gpu_bench: gpu_bench.json (rewritten after every
+# phase), gpu_bench.txt, log.txt, nvidia-smi.txt.
 # The Python side stops its phases at --budget seconds (default 420); HARD_LIMIT_S (default 470) kills it.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -15,8 +16,10 @@ python="${PYTHON:-python3}"
 site="$(mktemp -d)"
 trap 'rm -rf "$site"' EXIT
 mkdir -p "$out"
-if compgen -G "$repo/.whl/*.whl" >/dev/null; then
-    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" "$repo"/.whl/*.whl
+wheels="${WHEELS:-$repo/.whl}"
+if compgen -G "$wheels/*.whl" >/dev/null; then
+    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" "$wheels"/*.whl ||
+        echo "warning: the wheels in $wheels did not install; using $python's own packages" >&2
 fi
 ln -s "$repo/benchmarks" "$site/hpsv3_benchmarks"  # the package name pyproject.toml maps benchmarks/ to
 export PYTHONPATH="$site:$repo${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
