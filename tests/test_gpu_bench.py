@@ -30,7 +30,7 @@ def test_self_check_runs_every_phase_and_paths_agree(tmp_path: Path) -> None:
         assert all(row["images_per_s"] > 0 and row["tflops"] > 0 for row in data[path])
         assert data["latency"][path]["p50_ms"] > 0
         assert data["stream"][path]["images"] == 2
-    assert data["stream"]["fast"]["preprocessing"] == "1 worker processes"
+    assert data["stream"]["fast"]["preprocessing"] == "in 1 worker process"
     assert "speedup" in data["summary"] and "targets" not in data["summary"]  # no targets on tiny CPU numbers
     text = (tmp_path / "gpu_bench.txt").read_text()
     assert "parity over 2 items" in text and "fast path (model only)" in text

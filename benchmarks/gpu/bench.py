@@ -129,6 +129,7 @@ class Bench:
         options = report.data["meta"]["fast_options"]
         self.fast = FastHPSv3(self.model, compile_layers=options["compile"], cuda_graphs=options["cuda_graphs"])
         self.flops = FlopModel(self.model.config)
+        self.preprocessing = f"in {workers} worker process{'es' if workers != 1 else ''}"
 
     def item_flops(self, items: list[PreparedItem]) -> float:
         return sum(self.flops.image(len(item.image.patches), len(item.input_ids)) for item in items)
@@ -296,7 +297,7 @@ class Bench:
                 "batch": row["batch"],
                 "images": len(requests),
                 "images_per_s": len(requests) / (time.perf_counter() - start),
-                "preprocessing": f"{self.workers} worker processes" if name == "fast" else "in the calling process",
+                "preprocessing": self.preprocessing if name == "fast" else "in the calling process",
             }
             self.report.set("stream", result)
 

@@ -26,7 +26,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("build/gpu_bench"), help="folder for the JSON and text")
     parser.add_argument("--self-check", action="store_true", help="CPU, tiny shapes, fp32: check paths agree")
     parser.add_argument(
-        "--budget", type=float, default=420.0, help="seconds (default 420); a phase that would overrun is skipped"
+        "--budget", type=float, default=400.0, help="seconds (default 400); a phase that would overrun is skipped"
     )
     parser.add_argument("--workers", type=int, default=None, help="preprocessing processes (default: cores − 2)")
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="fast path without torch.compile")

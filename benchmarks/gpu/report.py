@@ -80,9 +80,9 @@ def render(data: dict) -> str:
         f"  dtype {meta.get('dtype')}  fast path: {meta.get('fast_options')}",
     ]
     if "peak_tflops" in data:
-        lines.append(f"measured matmul peak: {data['peak_tflops']:.1f} TFLOP/s ({meta.get('peak_shape')})")
+        lines.append(f"measured matmul peak: {data['peak_tflops']:.4g} TFLOP/s ({meta.get('peak_shape')})")
     if "flops_per_image" in data:
-        lines.append(f"model FLOPs per image (mean of the requests): {data['flops_per_image'] / 1e12:.3f} TFLOP")
+        lines.append(f"model FLOPs per image (mean of the requests): {data['flops_per_image'] / 1e12:.4g} TFLOP")
     if "parity" in data:
         parity = data["parity"]
         lines.append(
@@ -100,7 +100,7 @@ def render(data: dict) -> str:
     for path, row in data.get("stream", {}).items():
         lines.append(
             f"end to end from JPEG bytes, {path}: {row['images_per_s']:.2f} images/s at batch {row['batch']}"
-            f" ({row['images']} requests, {row['preprocessing']})"
+            f" ({row['images']} requests, preprocessed {row['preprocessing']})"
         )
     summary = summarise(data)
     for name, row in summary.get("targets", {}).items():

@@ -8,7 +8,7 @@
 # the version the project is tested with, and regex) are installed into a temporary folder first.
 # Results go to $OUT (the device tool's folder) or build/gpu_bench: gpu_bench.json (rewritten after every
 # phase), gpu_bench.txt, log.txt, nvidia-smi.txt.
-# The Python side stops its phases at --budget seconds (default 420); HARD_LIMIT_S (default 470) kills it.
+# The Python side stops its phases at --budget seconds (default 400); HARD_LIMIT_S (default 450) kills it.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 out="${OUT:-$repo/build/gpu_bench}"
@@ -25,4 +25,4 @@ ln -s "$repo/benchmarks" "$site/hpsv3_benchmarks"  # the package name pyproject.
 export PYTHONPATH="$site:$repo${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export HPSV3_COMMIT="${HPSV3_COMMIT:-$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 { nvidia-smi || echo "no nvidia-smi"; } >"$out/nvidia-smi.txt" 2>&1
-timeout -k 10 "${HARD_LIMIT_S:-470}" "$python" -m hpsv3_benchmarks.gpu --out "$out" "$@" 2>&1 | tee "$out/log.txt"
+timeout -k 10 "${HARD_LIMIT_S:-450}" "$python" -m hpsv3_benchmarks.gpu --out "$out" "$@" 2>&1 | tee "$out/log.txt"
