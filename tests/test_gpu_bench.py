@@ -14,6 +14,9 @@ from transformers import Qwen2VLConfig
 from hpsv3_benchmarks.gpu.fast import image_runs
 from hpsv3_benchmarks.gpu.gpu_bench import main
 from hpsv3_benchmarks.gpu.shapes import REAL_CONFIG, FlopModel
+from hpsv3_benchmarks.gpu.workload import length_sorted
+from hpsv3_serve.batching import PreparedItem
+from hpsv3_serve.inputs import PreparedImage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,3 +58,13 @@ def test_run_sh_answers_help_without_a_gpu() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "--self-check" in result.stdout and "run.sh" in result.stdout
+
+
+def test_batches_are_cut_by_length_then_ordered_by_image_size() -> None:
+    def item(length: int, patches: int) -> PreparedItem:
+        image = PreparedImage(np.zeros((patches, 588), np.uint8), (1, 2, patches // 2))
+        return PreparedItem(np.zeros(length, np.int64), image)
+
+    items = [item(800, 8), item(880, 4), item(790, 4), item(870, 8), item(805, 4), item(860, 4)]
+    batches = length_sorted(items, 3)
+    assert [[len(i.input_ids) for i in batch] for batch in batches] == [[790, 805, 800], [860, 880, 870]]

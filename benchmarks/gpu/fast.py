@@ -25,7 +25,7 @@ from hpsv3_serve.inputs import NORMALISED, TEMPORAL_PATCH_SIZE, vision_position_
 from hpsv3_serve.model import HPSv3RewardModel
 from hpsv3_serve.prompt import IMAGE_PAD_TOKEN_ID, PAD_TOKEN_ID
 
-LENGTH_BUCKET = 64  # sequences are padded to a multiple of this: few shapes to compile and capture
+LENGTH_BUCKET = 32  # sequences are padded to a multiple of this: few shapes to capture (780–870 → 4)
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,8 @@ def official_batch(items: list[PreparedItem]) -> Batch:
 
 
 def length_sorted(items: list[PreparedItem], batch_size: int) -> list[list[PreparedItem]]:
-    """Batches of similar work: sorted by (patches, sequence length), so equal-size images sit together
-    (one attention call per run of them) and padding stays small. Items leave in a new order."""
-    order = sorted(items, key=lambda item: (len(item.image.patches), len(item.input_ids)))
-    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    """Batches of similar sequence length (little padding in the language tower, 88 % of the work), each
+    ordered by patch count so that equal-size images sit together: one attention call per run of them."""
+    order = sorted(items, key=lambda item: len(item.input_ids))
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    return [sorted(batch, key=lambda item: len(item.image.patches)) for batch in batches]
