@@ -34,6 +34,7 @@ def test_self_check_runs_every_phase_and_paths_agree(tmp_path: Path) -> None:
         assert data["latency"][path]["p50_ms"] > 0
         assert data["stream"][path]["images"] == 2
     assert data["stream"]["fast"]["preprocessing"] == "in 1 worker process"
+    assert data["latency"]["fast_from_jpeg"]["n"] == 1
     assert "speedup" in data["summary"] and "targets" not in data["summary"]  # no targets on tiny CPU numbers
     text = (tmp_path / "gpu_bench.txt").read_text()
     assert "parity over 2 items" in text and "fast path (model only)" in text

@@ -43,6 +43,9 @@ def summarise(data: dict) -> dict:
     summary: dict = {}
     if official and fast:
         summary["speedup"] = fast["images_per_s"] / official["images_per_s"]
+    stream = data.get("stream", {})
+    if "fast" in stream and "official" in stream:
+        summary["speedup_end_to_end"] = stream["fast"]["images_per_s"] / stream["official"]["images_per_s"]
     if fast:
         summary["pct_peak"] = fast["pct_peak"]
     if "fast" in latency:
