@@ -106,6 +106,13 @@ def render(data: dict) -> str:
             f" ({row['images']} requests, preprocessed {row['preprocessing']})"
         )
     summary = summarise(data)
+    ratios = [
+        f"{label} {summary[key]:.2f}×"
+        for key, label in (("speedup", "model only"), ("speedup_end_to_end", "end to end"))
+        if key in summary
+    ]
+    if ratios:
+        lines.append("fast path / official-style, each at its best batch size: " + ", ".join(ratios))
     for name, row in summary.get("targets", {}).items():
         lines.append(f"target {name}: {row['value']:.2f} vs {row['target']:g}: {'met' if row['met'] else 'NOT met'}")
     lines += [f"error: {error}" for error in data["errors"]]
