@@ -312,7 +312,7 @@ class Bench:
 
 
 def run(args: argparse.Namespace) -> int:
-    """All phases in order under the `--budget` deadline; 1 when the paths disagree."""
+    """All phases in order under the `--budget` deadline; 1 when the paths disagree (or a self-check phase failed)."""
     deadline = Deadline.after(args.budget)
     profile = PROFILES["self-check" if args.self_check else "gpu"]
     device = torch.device("cpu" if args.self_check or not torch.cuda.is_available() else "cuda")
