@@ -1,0 +1,308 @@
+"""This project's fastest torch path: the weights of an `HPSv3RewardModel`, run the lean way.
+
+- Vision: patches travel as uint8 and are normalised on the device; attention stays within each image,
+  one batched SDPA call (flash on the GPU) per run of equal-size images, never a batch-wide mask.
+- Language: sequences end at `<|Reward|>` and are right-padded, so plain causal attention (no mask) is
+  exact for every real token; fused QKV and gate/up matrices; the last layer runs only the reward rows.
+- Optional `torch.compile` of the decoder layer and CUDA graphs of the whole language tower per
+  (batch, padded length) shape. No host syncs: the CPU runs ahead while the GPU works.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.activations import ACT2FN
+
+from hpsv3_serve.batching import Batch
+from hpsv3_serve.inputs import NORMALISED, TEMPORAL_PATCH_SIZE, vision_position_ids
+from hpsv3_serve.model import HPSv3RewardModel
+from hpsv3_serve.prompt import IMAGE_PAD_TOKEN_ID, PAD_TOKEN_ID
+
+LENGTH_BUCKET = 32  # sequences are padded to a multiple of this: few shapes to capture (780–870 → 4)
+
+
+@dataclass(frozen=True)
+class DeviceBatch:
+    """A `Batch` on the device, with the host-side bookkeeping done once."""
+
+    patches: torch.Tensor  # uint8 [N, 588]
+    vision_positions: torch.Tensor  # int64 [N, 2]
+    runs: tuple[tuple[int, int], ...]  # (images, patches per image) runs of equal-size images, in order
+    input_ids: torch.Tensor  # int64 [B, L], L a multiple of LENGTH_BUCKET
+    image_slots: torch.Tensor  # int64 [image tokens]: flat positions of the `<|image_pad|>` ids
+    reward_index: torch.Tensor  # int64 [B]
+
+
+def image_runs(grid_thw: np.ndarray) -> tuple[tuple[int, int], ...]:
+    """Consecutive images of equal patch count, as (count, patches) pairs."""
+    runs: list[list[int]] = []
+    for patches in (int(t * h * w) for t, h, w in grid_thw):
+        if runs and runs[-1][1] == patches:
+            runs[-1][0] += 1
+        else:
+            runs.append([1, patches])
+    return tuple((count, patches) for count, patches in runs)
+
+
+def to_device(batch: Batch, device: torch.device, bucket: int = LENGTH_BUCKET) -> DeviceBatch:
+    """Pad ids to the length bucket, index the image slots and copy everything (pinned, non-blocking)."""
+    rows, length = batch.input_ids.shape
+    padded = np.full((rows, -(-length // bucket) * bucket), PAD_TOKEN_ID, np.int64)
+    padded[:, :length] = batch.input_ids
+    positions = np.concatenate([vision_position_ids(tuple(grid)) for grid in batch.image_grid_thw])
+
+    def send(array: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        if device.type == "cuda":
+            tensor = tensor.pin_memory()
+        return tensor.to(device, non_blocking=True)
+
+    return DeviceBatch(
+        patches=send(batch.patches),
+        vision_positions=send(positions),
+        runs=image_runs(batch.image_grid_thw),
+        input_ids=send(padded),
+        image_slots=send(np.flatnonzero(padded == IMAGE_PAD_TOKEN_ID)),
+        reward_index=send(batch.reward_index),
+    )
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Qwen2RMSNorm: in float32, then back to the input dtype before the weight."""
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(x.dtype)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE with the half-rotation layout Qwen2 uses."""
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+
+
+class LayerWeights(NamedTuple):
+    """One decoder layer's weights, QKV and gate/up fused (a tuple of tensors: one compiled graph serves all
+    layers)."""
+
+    ln1: torch.Tensor
+    qkv: torch.Tensor
+    qkv_bias: torch.Tensor
+    out: torch.Tensor
+    ln2: torch.Tensor
+    gate_up: torch.Tensor
+    down: torch.Tensor
+
+    @classmethod
+    def fuse(cls, layer: nn.Module) -> LayerWeights:
+        attn, mlp = layer.self_attn, layer.mlp
+        return cls(
+            ln1=layer.input_layernorm.weight,
+            qkv=torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]),
+            qkv_bias=torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]),
+            out=attn.o_proj.weight,
+            ln2=layer.post_attention_layernorm.weight,
+            gate_up=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]),
+            down=mlp.down_proj.weight,
+        )
+
+
+def attention_inputs(
+    x: torch.Tensor, w: LayerWeights, cos: torch.Tensor, sin: torch.Tensor, heads: int, kv_heads: int, eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Norm, fused QKV and RoPE: q, k, v `[B, heads, L, d]` (KV heads repeated: every SDPA backend takes it)."""
+    rows, length, hidden = x.shape
+    head_dim = hidden // heads
+    qkv = F.linear(rms_norm(x, w.ln1, eps), w.qkv, w.qkv_bias).view(rows, length, heads + 2 * kv_heads, head_dim)
+    q, k, v = qkv.transpose(1, 2).split([heads, kv_heads, kv_heads], dim=1)
+    k, v = (t.repeat_interleave(heads // kv_heads, dim=1) for t in (rotate(k, cos, sin), v))
+    return rotate(q, cos, sin), k, v
+
+
+def mlp(x: torch.Tensor, w: LayerWeights, eps: float) -> torch.Tensor:
+    """x + SwiGLU(norm(x)) with the fused gate/up matrix."""
+    gate, up = F.linear(rms_norm(x, w.ln2, eps), w.gate_up).chunk(2, dim=-1)
+    return x + F.linear(F.silu(gate) * up, w.down)
+
+
+def decoder_layer(
+    x: torch.Tensor, w: LayerWeights, cos: torch.Tensor, sin: torch.Tensor, heads: int, kv_heads: int, eps: float
+) -> torch.Tensor:
+    """A Qwen2 decoder layer over right-padded rows with causal attention only."""
+    rows, length, hidden = x.shape
+    q, k, v = attention_inputs(x, w, cos, sin, heads, kv_heads, eps)
+    attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    x = x + F.linear(attended.transpose(1, 2).reshape(rows, length, hidden), w.out)
+    return mlp(x, w, eps)
+
+
+def last_layer(
+    x: torch.Tensor,
+    reward_index: torch.Tensor,
+    w: LayerWeights,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    heads: int,
+    kv_heads: int,
+    eps: float,
+) -> torch.Tensor:
+    """The last decoder layer for the `<|Reward|>` rows only: `[B, hidden]`."""
+    rows, length, hidden = x.shape
+    q, k, v = attention_inputs(x, w, cos, sin, heads, kv_heads, eps)
+    pick = reward_index.view(rows, 1, 1, 1).expand(rows, heads, 1, q.shape[-1])
+    visible = torch.arange(length, device=x.device).view(1, 1, 1, length) <= reward_index.view(rows, 1, 1, 1)
+    attended = F.scaled_dot_product_attention(q.gather(2, pick), k, v, attn_mask=visible)
+    reward_rows = x[torch.arange(rows, device=x.device), reward_index]
+    return mlp(reward_rows + F.linear(attended.reshape(rows, hidden), w.out), w, eps)
+
+
+class BlockWeights(NamedTuple):
+    """One vision block's tensors (a tuple: one compiled graph serves all 32 blocks)."""
+
+    norm1: tuple[torch.Tensor, torch.Tensor]
+    qkv: tuple[torch.Tensor, torch.Tensor]
+    proj: tuple[torch.Tensor, torch.Tensor]
+    norm2: tuple[torch.Tensor, torch.Tensor]
+    fc1: tuple[torch.Tensor, torch.Tensor]
+    fc2: tuple[torch.Tensor, torch.Tensor]
+
+    @classmethod
+    def of(cls, block: nn.Module) -> BlockWeights:
+        def pair(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+            return module.weight, module.bias
+
+        attn, mlp = block.attn, block.mlp
+        return cls(pair(block.norm1), pair(attn.qkv), pair(attn.proj), pair(block.norm2), pair(mlp.fc1), pair(mlp.fc2))
+
+
+def vision_qkv(
+    x: torch.Tensor, w: BlockWeights, cos: torch.Tensor, sin: torch.Tensor, heads: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """LayerNorm, QKV and the 2-D RoPE (in float32, as transformers does): `[N, heads, d]` each."""
+    h = F.layer_norm(x, x.shape[-1:], *w.norm1, eps=1e-6)
+    q, k, v = F.linear(h, *w.qkv).view(x.shape[0], 3, heads, -1).unbind(1)
+    return rotate(q.float(), cos, sin).to(x.dtype), rotate(k.float(), cos, sin).to(x.dtype), v
+
+
+def vision_out(x: torch.Tensor, attended: torch.Tensor, w: BlockWeights, act: nn.Module) -> torch.Tensor:
+    """Output projection and the MLP, each with its residual."""
+    x = x + F.linear(attended, *w.proj)
+    return x + F.linear(act(F.linear(F.layer_norm(x, x.shape[-1:], *w.norm2, eps=1e-6), *w.fc1)), *w.fc2)
+
+
+def per_image_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, runs: tuple[tuple[int, int], ...]
+) -> torch.Tensor:
+    """Attention within each image: one batched SDPA call per run of equal-size images, `[N, heads·d]`."""
+    outputs, start = [], 0
+    for count, patches in runs:
+        end = start + count * patches
+        per_image = [t[start:end].view(count, patches, t.shape[1], -1).transpose(1, 2) for t in (q, k, v)]
+        outputs.append(F.scaled_dot_product_attention(*per_image).transpose(1, 2).reshape(end - start, -1))
+        start = end
+    return torch.cat(outputs)
+
+
+class FastHPSv3:
+    """The fast forward over an `HPSv3RewardModel`'s weights (the model's own modules stay usable)."""
+
+    def __init__(self, model: HPSv3RewardModel, compile_layers: bool = False, cuda_graphs: bool = False) -> None:
+        self.model = model
+        self.device = model.language_model.embed_tokens.weight.device
+        text = model.language_model.config
+        self.heads, self.kv_heads, self.eps = text.num_attention_heads, text.num_key_value_heads, text.rms_norm_eps
+        self.layers = [LayerWeights.fuse(layer) for layer in model.language_model.layers]
+        heads, kv_heads, eps = self.heads, self.kv_heads, self.eps
+
+        def layer(x: torch.Tensor, w: LayerWeights, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+            return decoder_layer(x, w, cos, sin, heads, kv_heads, eps)
+
+        self.eager_layer = layer
+        self.layer_fn = self.eager_layer
+        vision = model.visual.config
+        self.blocks = [BlockWeights.of(block) for block in model.visual.blocks]
+        act = ACT2FN[vision.hidden_act]
+        self.eager_vision = (
+            partial(vision_qkv, heads=vision.num_heads),
+            partial(vision_out, act=act),
+        )
+        self.qkv_fn, self.out_fn = self.eager_vision
+        if compile_layers:  # sizes stay constants; batch and length are symbolic: one graph for every shape
+            self.layer_fn = torch.compile(self.eager_layer, dynamic=True)
+            self.qkv_fn, self.out_fn = (torch.compile(fn, dynamic=True) for fn in self.eager_vision)
+        self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
+        self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self.pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
+        self.table = torch.from_numpy(NORMALISED).to(self.device).view(-1)
+
+    def pixel_values(self, patches: torch.Tensor) -> torch.Tensor:
+        """uint8 patches → the processor's normalised values, frame repeated: `[N, 1176]` in the vision dtype."""
+        count = patches.shape[0]
+        offsets = torch.arange(0, 3 * 256, 256, device=patches.device).view(1, 3, 1)
+        values = self.table[patches.view(count, 3, -1).long() + offsets]
+        frames = values.unsqueeze(2).expand(count, 3, TEMPORAL_PATCH_SIZE, values.shape[-1])
+        return frames.reshape(count, -1).to(self.model.visual.get_dtype())
+
+    def vision(self, batch: DeviceBatch) -> torch.Tensor:
+        """Vision tower + merger with per-image attention: `[image tokens, hidden]`."""
+        visual = self.model.visual
+        proj = visual.patch_embed.proj.weight
+        x = F.linear(self.pixel_values(batch.patches), proj.view(proj.shape[0], -1))
+        cos, sin = visual.rotary_pos_emb(x, batch.vision_positions)
+        cos, sin = cos.unsqueeze(1).float(), sin.unsqueeze(1).float()
+        for weights in self.blocks:
+            q, k, v = self.qkv_fn(x, weights, cos, sin)
+            x = self.out_fn(x, per_image_attention(q, k, v, batch.runs), weights)
+        return visual.merger(x)
+
+    def rope(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """1-D RoPE tables for positions 0..L−1, `[1, 1, L, d]` each."""
+        positions = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
+        cos, sin = self.model.language_model.rotary_emb(x, positions)
+        return cos.unsqueeze(1), sin.unsqueeze(1)
+
+    def language(self, embeds: torch.Tensor, reward_index: torch.Tensor) -> torch.Tensor:
+        """Decoder layers → final norm at `<|Reward|>` → fp32 rm_head: `[B, 2]`."""
+        cos, sin = self.rope(embeds)
+        x = embeds
+        for weights in self.layers[:-1]:
+            x = self.layer_fn(x, weights, cos, sin)
+        x = last_layer(x, reward_index, self.layers[-1], cos, sin, self.heads, self.kv_heads, self.eps)
+        norm = self.model.language_model.norm
+        return self.model.rm_head(rms_norm(x, norm.weight, self.eps).float())
+
+    def graphed_language(self, embeds: torch.Tensor, reward_index: torch.Tensor) -> torch.Tensor:
+        """`language` replayed from a CUDA graph captured once per (batch, length) shape."""
+        key = (embeds.shape[0], embeds.shape[1])
+        if key not in self.graphs:
+            static_embeds, static_index = embeds.clone(), reward_index.clone()
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(2):  # warm-up outside the graph (compilation, cuBLAS workspaces)
+                    self.language(static_embeds, static_index)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self.pool):
+                static_out = self.language(static_embeds, static_index)
+            self.graphs[key] = (graph, static_embeds, static_index, static_out)
+        graph, static_embeds, static_index, static_out = self.graphs[key]
+        static_embeds.copy_(embeds)
+        static_index.copy_(reward_index)
+        graph.replay()
+        return static_out.clone()
+
+    @torch.inference_mode()
+    def __call__(self, batch: DeviceBatch) -> torch.Tensor:
+        """`[B, 2]` float32 mu and log_sigma, left on the device (no host sync)."""
+        embeds = self.model.language_model.embed_tokens(batch.input_ids)
+        image_embeds = self.vision(batch).to(embeds.dtype)
+        embeds = embeds.view(-1, embeds.shape[-1]).index_copy(0, batch.image_slots, image_embeds).view_as(embeds)
+        language = self.graphed_language if self.cuda_graphs else self.language
+        return language(embeds, batch.reward_index)
