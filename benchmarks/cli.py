@@ -198,6 +198,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                       help="a prompt of the rotating set (repeat; default one)")  # fmt: skip
     load.add_argument("--tolerance", type=float, default=1e-4, help="largest |Δmu|, |Δsigma| from the lone answer")
     load.add_argument("--sample-s", type=float, default=5.0, help="seconds between memory samples (default 5)")
+    load.add_argument("--kill", type=soak.parse_kill, action="append", default=[], metavar="MODEL@SECONDS",
+                      help="inject a fault: SIGKILL a Python stub of MODEL at that time (repeat for more)")  # fmt: skip
     load.set_defaults(run=soak.run_soak)
 
     for task in (pairs, ranking, generation, sweep, load):

@@ -8,6 +8,11 @@ three, and must be 0. The resident memory of the server (the process listening o
 its children: tritonserver and the Python-backend stubs) is sampled every --sample-s; the report gives its
 start, peak, end and trend after the first fifth of the run (warm-up), so growth shows.
 
+--kill MODEL@SECONDS injects a fault: at that time the soak SIGKILLs one Python-backend stub of MODEL (e.g.
+language_model) of the local server; `hpsv3 serve`'s watchdog reloads the model and the client retries what
+failed meanwhile. The report gives the recovery time: from the kill until the first request sent after it
+was answered.
+
 Only against a loopback endpoint (it saturates the server) and at most MAX_MINUTES.
 """
 
@@ -17,14 +22,17 @@ import argparse
 import asyncio
 import collections
 import itertools
+import os
+import signal
 import time
 
 import numpy as np
 
+from hpsv3_repository.processes import listener_pid, process_tree, python_stubs, rss_mib
+
 from .charts import soak_curves
 from .formats import DataError
 from .latency import load_images
-from .procmem import listener_pid, process_tree, rss_mib
 from .report import Report, number, table
 
 MAX_MINUTES = 120
@@ -62,6 +70,26 @@ async def _sample_memory(port: int, interval_s: float, samples: list[tuple[float
             continue
 
 
+def parse_kill(text: str) -> tuple[str, float]:
+    """ "language_model@30" → ("language_model", 30.0)."""
+    model, _, seconds = text.partition("@")
+    try:
+        return model, float(seconds)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--kill takes MODEL@SECONDS (e.g. language_model@30), not {text!r}") from None
+
+
+async def _kill_stub(port: int, model: str, at_s: float, started: float, kills: list[dict]) -> None:
+    """SIGKILL one stub of `model` of the server on `port` at `at_s` seconds into the run."""
+    await asyncio.sleep(max(0.0, started + at_s - time.perf_counter()))
+    pid = listener_pid(port)
+    stubs = python_stubs(pid).get(model, []) if pid is not None else []
+    if not stubs:
+        raise DataError(f"--kill {model}@{at_s:g}: no Python-backend stub of {model!r} under the server on {port}")
+    os.kill(stubs[0], signal.SIGKILL)
+    kills.append({"model": model, "pid": stubs[0], "at_s": time.perf_counter() - started})
+
+
 async def soak(args: argparse.Namespace, items: list[tuple[str, bytes, str]], port: int) -> dict:
     """Run the load; returns every count, latency and memory sample."""
     from hpsv3_client import HPSv3Client
@@ -74,6 +102,8 @@ async def soak(args: argparse.Namespace, items: list[tuple[str, bytes, str]], po
         reasons: collections.Counter = collections.Counter()
         latencies: list[float] = []
         done_at: list[float] = []
+        kills: list[dict] = []
+        recovered_at: list[float] = []
         samples: list[tuple[float, float]] = []
         stop = asyncio.Event()
         rotation = itertools.count()
@@ -86,9 +116,12 @@ async def soak(args: argparse.Namespace, items: list[tuple[str, bytes, str]], po
                 name, data, prompt = items[index]
                 counts["sent"] += 1
                 sent = time.perf_counter()
+                after_kill = bool(kills) and not recovered_at
                 (result,) = await c.score_async([data], [prompt])
                 latencies.append(time.perf_counter() - sent)
                 done_at.append(time.perf_counter() - started)
+                if after_kill and not result.error and not recovered_at:
+                    recovered_at.append(done_at[-1])
                 if result.error:
                     counts["failed"] += 1
                     reasons[result.error.split(": ", 1)[-1][:160]] += 1  # the reason, not the item's name
@@ -100,13 +133,16 @@ async def soak(args: argparse.Namespace, items: list[tuple[str, bytes, str]], po
                     reasons[f"{name}: mu {result.mu:.6f} ≠ {mu:.6f} expected"] += 1
 
         sampler = asyncio.ensure_future(_sample_memory(port, args.sample_s, samples, stop))
-        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+        faults = [_kill_stub(port, model, at_s, started, kills) for model, at_s in args.kill]
+        await asyncio.gather(*(worker() for _ in range(args.concurrency)), *faults)
         wall = time.perf_counter() - started
         stop.set()
         await sampler
     counts["lost"] = counts["sent"] - counts["correct"] - counts["wrong"] - counts["failed"]
+    for kill in kills:
+        kill["recovery_s"] = next((t - kill["at_s"] for t in recovered_at if t >= kill["at_s"]), None)
     return {"counts": dict(counts), "reasons": reasons.most_common(FIRST), "wall_s": wall,
-            "latencies_s": latencies, "done_at_s": done_at, "memory": samples}  # fmt: skip
+            "latencies_s": latencies, "done_at_s": done_at, "memory": samples, "faults": kills}  # fmt: skip
 
 
 def memory_summary(samples: list[tuple[float, float]]) -> dict:
@@ -139,6 +175,11 @@ def markdown(result: dict) -> str:
                [[memory["samples"], *(number(memory.get(k), 1) for k in ("start_mib", "peak_mib", "end_mib")),
                  number(memory.get("trend_mib_per_min"), 2)]], numeric_from=0),
     ]  # fmt: skip
+    if result["faults"]:
+        lines += ["", "Faults injected:", ""]
+        lines += table(["model", "stub pid", "killed at s", "recovered after s"],
+                       [[f["model"], f["pid"], number(f["at_s"], 1), number(f["recovery_s"], 2)]
+                        for f in result["faults"]])  # fmt: skip
     if result["reasons"]:
         lines += ["", "Failures and mismatches (most frequent first):", ""]
         lines += [f"- {count} × `{reason}`" for reason, count in result["reasons"]]
@@ -160,7 +201,7 @@ def run_soak(args: argparse.Namespace) -> Report:
         "items": len(items), "tolerance": args.tolerance, "counts": counts, "reasons": raw["reasons"],
         "throughput_per_s": counts.get("correct", 0) / raw["wall_s"],
         "latency_ms": dict(zip(("p50", "p99"), np.percentile(latencies, [50, 99]).tolist(), strict=True)),
-        "memory": memory_summary(raw["memory"]), "memory_samples": raw["memory"], "run": {},
+        "memory": memory_summary(raw["memory"]), "memory_samples": raw["memory"], "faults": raw["faults"], "run": {},
     }  # fmt: skip
     failed = counts.get("wrong", 0) + counts.get("failed", 0) + counts.get("lost", 0)
     return Report("soak", result, markdown(result), lambda path: soak_curves(raw, path), failed=failed)

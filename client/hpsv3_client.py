@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import os
 import random
 import re
@@ -38,6 +39,8 @@ MAX_COOLDOWN_S = 30.0
 PNG_MODES = {"1", "L", "LA", "P", "RGB", "RGBA"}  # saved to PNG and read back unchanged
 _UNAVAILABLE = "StatusCode.UNAVAILABLE"
 _UNLOADING = "has no available versions"  # NOT_FOUND while a server unloads its models (shutdown, restart)
+_RECOVERING = "is not healthy"  # a model's stub died; `hpsv3 serve`'s watchdog is reloading it
+MAX_BACKOFF_S = 2.0
 
 
 class ServerUnavailableError(HPSv3Error):
@@ -56,8 +59,10 @@ ENSEMBLE_PREFIX = re.compile(r"^in ensemble '[^']*', ")
 
 
 def _retryable(exc: InferenceServerException) -> bool:
-    """The endpoint, not the request, is the problem: down, or going down (unloading its models)."""
-    return exc.status() == _UNAVAILABLE or _UNLOADING in (exc.message() or "")
+    """The endpoint, not the request, is the problem: down, going down (unloading its models) or recovering
+    (reloading a model whose stub died)."""
+    message = exc.message() or ""
+    return exc.status() == _UNAVAILABLE or _UNLOADING in message or _RECOVERING in message
 
 
 def _name(image: object) -> str:
@@ -140,6 +145,7 @@ class HPSv3Client:
         concurrency: int = 16,
         timeout_s: float = 60.0,
         retries: int = 3,
+        recover_s: float = 60.0,
         backoff_s: float = 0.25,
         ssl: bool = False,
         root_certificates: str | None = None,
@@ -153,6 +159,7 @@ class HPSv3Client:
         self.concurrency = max(1, concurrency)
         self.timeout_s = timeout_s
         self.retries = max(0, retries)
+        self.recover_s = recover_s
         self.backoff_s = backoff_s
         self.headers = dict(headers) if headers else None
         self._tls = {
@@ -187,9 +194,11 @@ class HPSv3Client:
     async def _call(self, method: str, *args: object, **kwargs: object) -> object:
         """One idempotent RPC on the pool: the least busy healthy endpoint; when it is down or going down, that
         endpoint leaves the rotation and the call goes to the next one, with exponential backoff (and jitter)
-        once every endpoint has failed it."""
+        once every endpoint has failed it. A server that is recovering (reloading a model whose stub died)
+        gets up to `recover_s` before the call gives up."""
         tried: set[str] = set()
-        for attempt in range(self.retries + len(self.endpoints)):
+        started = time.monotonic()
+        for attempt in itertools.count():
             endpoint = await self._pick()
             endpoint.in_flight += 1
             try:
@@ -199,10 +208,14 @@ class HPSv3Client:
                     raise
                 self._mark_down(endpoint, exc.message() or "UNAVAILABLE")
                 tried.add(endpoint.url)
-                if attempt == self.retries + len(self.endpoints) - 1:
+                recovering = _RECOVERING in (exc.message() or "")
+                if attempt >= self.retries + len(self.endpoints) - 1 and not (
+                    recovering and time.monotonic() - started < self.recover_s
+                ):
                     raise self._unavailable(exc.message() or "UNAVAILABLE") from exc
                 if len(tried) == len(self.endpoints):  # every endpoint failed: back off before the next round
-                    await asyncio.sleep(self.backoff_s * 2 ** (attempt + 1 - len(tried)) * (0.5 + random.random()))
+                    backoff = self.backoff_s * 2 ** (attempt + 1 - len(tried))
+                    await asyncio.sleep(min(backoff, MAX_BACKOFF_S) * (0.5 + random.random()))
                 continue
             finally:
                 endpoint.in_flight -= 1

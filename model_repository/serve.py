@@ -20,6 +20,7 @@ from hpsv3_serve.limits import DEFAULT_LIMITS, InputLimits
 
 from .build import render, settings_for
 from .server import TritonServer
+from .supervisor import StubWatchdog
 
 
 @dataclass
@@ -76,6 +77,7 @@ def prepare_server(checkpoint: Path, base: Path, workdir: Path, options: ServeOp
         http_port=options.http_port,
         metrics_port=options.metrics_port,
         workdir=workdir / "server",
+        explicit_models=True,
     )
 
 
@@ -86,8 +88,11 @@ def serve_forever(server: TritonServer, say: Callable[[str], None] = print) -> i
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
     previous = signal.signal(signal.SIGTERM, stop_on_signal)
+    watchdog: StubWatchdog | None = None
     try:
         server.start()
+        watchdog = StubWatchdog(server.pid, server.grpc_url, say=say)  # reloads a model whose stub died
+        watchdog.start()
         say(f"HPSv3 endpoint ready: gRPC {server.grpc_url}  HTTP {server.http_url}  metrics {server.metrics_url}")
         say(f"score with: hpsv3 score IMAGE --prompt TEXT --endpoint {server.grpc_url}   (Ctrl-C stops)")
         return server.wait()
@@ -95,6 +100,8 @@ def serve_forever(server: TritonServer, say: Callable[[str], None] = print) -> i
         say("stopping tritonserver ...")
         return 0
     finally:
+        if watchdog is not None:
+            watchdog.stop()  # first: stubs end with the server, that is no crash
         server.stop()
         signal.signal(signal.SIGTERM, previous)
 

@@ -101,6 +101,7 @@ class TritonServer:
         metrics_port: int | None = 8002,
         workdir: str | os.PathLike | None = None,
         log_verbose: int = 0,
+        explicit_models: bool = False,
         extra_args: Sequence[str] = (),
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
@@ -109,6 +110,7 @@ class TritonServer:
         self.http_port = http_port
         self.metrics_port = metrics_port
         self.log_verbose = log_verbose
+        self.explicit_models = explicit_models  # load every model at start, and allow reloads (the watchdog)
         self.extra_args = list(extra_args)
         self._own_workdir = workdir is None
         self.workdir = Path(workdir).resolve() if workdir is not None else None
@@ -212,6 +214,8 @@ class TritonServer:
             f"--grpc-address={self.host}",
             f"--grpc-port={self.grpc_port}",
         ]
+        if self.explicit_models:
+            args += ["--model-control-mode=explicit", "--load-model=*"]
         if self.http_port is None:
             args.append("--allow-http=false")
         else:

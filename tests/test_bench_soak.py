@@ -4,13 +4,16 @@ server's memory sampled; remote endpoints and unbounded runs refused."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from hpsv3_benchmarks.cli import main
 from hpsv3_benchmarks.soak import memory_summary
-from hpsv3_repository.server import TritonServer
+from hpsv3_repository.build import render, settings_for
+from hpsv3_repository.server import TritonServer, free_port
+from hpsv3_repository.supervisor import StubWatchdog
 
 
 def test_a_short_soak_answers_every_request_correctly(tiny_server: TritonServer, tmp_path: Path) -> None:
@@ -44,3 +47,33 @@ def test_memory_trend_ignores_the_warm_up() -> None:
     samples = [(0.0, 100.0), (10.0, 400.0)] + [(float(t), 500.0 + t / 60) for t in range(20, 120, 10)]
     summary = memory_summary(samples)
     assert summary["peak_mib"] > 500 and summary["trend_mib_per_min"] == pytest.approx(1.0)
+
+
+@pytest.fixture()
+def supervised_server(tiny_artifacts: Path, tmp_path: Path) -> Iterator[tuple[TritonServer, StubWatchdog]]:
+    """The tiny model served as `hpsv3 serve` does: explicit model control and the stub watchdog."""
+    repository = render("cpu", settings_for(tiny_artifacts), tmp_path / "repository")
+    server = TritonServer(repository, grpc_port=free_port(), http_port=None, metrics_port=None,
+                          workdir=tmp_path / "server", explicit_models=True)  # fmt: skip
+    server.start(timeout_s=180)
+    watchdog = StubWatchdog(server.pid, server.grpc_url, interval_s=0.5, say=lambda line: None)
+    watchdog.start()
+    yield server, watchdog
+    watchdog.stop()
+    server.stop()
+
+
+def test_a_killed_language_model_stub_loses_nothing(supervised_server, tmp_path: Path) -> None:
+    """Fault injection: the language tower's stub is SIGKILLed mid-soak; the watchdog reloads it, the client
+    retries, and every request is answered correctly; the report gives the recovery time."""
+    server, watchdog = supervised_server
+    status = main(["--endpoint", server.grpc_url, "soak", "--minutes", "0.3", "--concurrency", "4",
+                   "--kill", "language_model@5", "--output", str(tmp_path)])  # fmt: skip
+    result = json.loads((tmp_path / "soak.json").read_text())
+    counts = result["counts"]
+    assert status == 0, result["reasons"]
+    assert counts["correct"] == counts["sent"] and counts["lost"] == 0, counts
+    (fault,) = result["faults"]
+    assert fault["model"] == "language_model" and 0 < fault["recovery_s"] < 15
+    assert [r.model for r in watchdog.recoveries] == ["language_model"] and watchdog.recoveries[0].ok
+    assert "Faults injected" in (tmp_path / "soak.md").read_text()

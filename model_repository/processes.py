@@ -1,5 +1,5 @@
-"""Resident memory of a local server (Linux /proc): the process listening on the port and its children
-(tritonserver and its Python-backend stubs)."""
+"""A local server's processes, from Linux /proc: who listens on a port, its process tree, their resident
+memory, and its Python-backend stubs per model (for the stub watchdog and the soak's fault injection)."""
 
 from __future__ import annotations
 
@@ -67,3 +67,23 @@ def rss_mib(pids: list[int]) -> float:
             continue
         total_kib += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
     return total_kib / 1024
+
+
+def python_stubs(root: int) -> dict[str, list[int]]:
+    """model name → pids of the live Python-backend stubs under `root` (a stub's first argument is
+    REPOSITORY/<model>/<version>/model.py); zombies are not live."""
+    stubs: dict[str, list[int]] = {}
+    for pid in process_tree(root)[1:]:
+        try:
+            state = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            argv = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError):
+            continue
+        if state == "Z" or len(argv) < 2 or not argv[0].endswith(b"triton_python_backend_stub"):
+            continue
+        parts = Path(argv[1].decode(errors="replace")).parts
+        if len(parts) < 3:
+            continue
+        model = parts[-3]
+        stubs.setdefault(model, []).append(pid)
+    return stubs
