@@ -61,7 +61,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         if args.endpoint:
             from hpsv3_client import HPSv3Client
 
-            client = HPSv3Client(args.endpoint, concurrency=args.concurrency, timeout_s=args.timeout)
+            tls = {"ssl": True, "root_certificates": args.tls_root_cert, "private_key": args.tls_client_key,
+                   "certificate_chain": args.tls_client_cert} if args.tls_root_cert else {}  # fmt: skip
+            client = HPSv3Client(args.endpoint, concurrency=args.concurrency, timeout_s=args.timeout, **tls)
             scored = iter(client.score(images, prompts, progress=True))
         elif args.backend == "vllm":
             scored = _vllm_scorer(args).iter_score(images, prompts)
@@ -150,14 +152,21 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from hpsv3_repository.serve import ServeOptions, default_workdir, prepare_server, serve_forever
+    from hpsv3_repository.server import GrpcTls
 
     from .checkpoint import resolve_base, resolve_checkpoint
     from .errors import HPSv3Error
 
     if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"hpsv3 serve: WARNING: binding to {args.host} exposes the endpoint beyond this machine", file=sys.stderr)
+        plain = "" if args.grpc_tls_cert else " without TLS (see --grpc-tls-cert)"
+        print(f"hpsv3 serve: WARNING: binding to {args.host} exposes the endpoint beyond this machine{plain}",
+              file=sys.stderr)  # fmt: skip
+    if bool(args.grpc_tls_cert) != bool(args.grpc_tls_key):
+        print("hpsv3 serve: --grpc-tls-cert and --grpc-tls-key go together", file=sys.stderr)
+        return 2
+    tls = GrpcTls(args.grpc_tls_cert, args.grpc_tls_key, args.grpc_tls_client_ca) if args.grpc_tls_cert else None
     options = ServeOptions(
-        args.host, args.grpc_port, args.http_port, args.metrics_port, args.instances, limits=_limits(args)
+        args.host, args.grpc_port, args.http_port, args.metrics_port, args.instances, limits=_limits(args), tls=tls
     )
     try:
         server = prepare_server(
@@ -230,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "cover for each other")  # fmt: skip
     score.add_argument("--concurrency", type=int, default=16, help="requests in flight (--endpoint)")
     score.add_argument("--timeout", type=float, default=60.0, help="seconds per request (--endpoint)")
+    score.add_argument("--tls-root-cert", help="--endpoint over TLS: CA or server certificate (PEM) to trust")
+    score.add_argument("--tls-client-cert", help="mutual TLS: this client's certificate (PEM)")
+    score.add_argument("--tls-client-key", help="mutual TLS: this client's private key (PEM)")
     _add_limits(score)
     score.set_defaults(func=cmd_score)
 
@@ -266,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port")
     serve.add_argument("--instances", type=int, default=2, help="preprocessing instances (CPU decode/resize)")
     serve.add_argument("--workdir", type=Path, help="artifacts, repository, log (default ~/.cache/hpsv3_serve/serve)")
+    tls = serve.add_argument_group("gRPC TLS (clients: hpsv3 score --tls-root-cert ...)")
+    tls.add_argument("--grpc-tls-cert", type=Path, help="server certificate (PEM); turns TLS on")
+    tls.add_argument("--grpc-tls-key", type=Path, help="server private key (PEM)")
+    tls.add_argument("--grpc-tls-client-ca", type=Path, help="mutual TLS: CA (PEM) client certificates must chain to")
     _add_limits(serve)
     serve.set_defaults(func=cmd_serve)
 

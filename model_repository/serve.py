@@ -19,7 +19,7 @@ from hpsv3_serve.errors import ModelLoadError
 from hpsv3_serve.limits import DEFAULT_LIMITS, InputLimits
 
 from .build import render, settings_for
-from .server import TritonServer
+from .server import GrpcTls, TritonServer
 from .supervisor import StubWatchdog
 
 
@@ -34,6 +34,7 @@ class ServeOptions:
     preprocess_instances: int = 2
     max_batch_size: int = 16
     limits: InputLimits = DEFAULT_LIMITS
+    tls: GrpcTls | None = None
 
 
 def current_export(artifacts: Path) -> dict:
@@ -78,6 +79,7 @@ def prepare_server(checkpoint: Path, base: Path, workdir: Path, options: ServeOp
         metrics_port=options.metrics_port,
         workdir=workdir / "server",
         explicit_models=True,
+        tls=options.tls,
     )
 
 

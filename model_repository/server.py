@@ -27,6 +27,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import hpsv3_serve
@@ -84,6 +85,25 @@ def _prepend(path: str | os.PathLike, current: str | None) -> str:
     return os.fspath(path) + (os.pathsep + current if current else "")
 
 
+@dataclass(frozen=True)
+class GrpcTls:
+    """TLS for the gRPC endpoint: the server's PEM certificate and key; with `client_ca`, clients must present
+    a certificate signed by it (mutual TLS; readiness is then checked over HTTP)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+    def arguments(self) -> list[str]:
+        for path in filter(None, (self.cert, self.key, self.client_ca)):
+            if not Path(path).is_file():
+                raise ServerStartError(f"TLS file {path} does not exist")
+        args = ["--grpc-use-ssl=true", f"--grpc-server-cert={self.cert}", f"--grpc-server-key={self.key}"]
+        if self.client_ca is not None:
+            args += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={self.client_ca}"]
+        return args
+
+
 class TritonServer:
     """One tritonserver process serving `model_repository`, bound to `host` (loopback by default).
 
@@ -102,6 +122,7 @@ class TritonServer:
         workdir: str | os.PathLike | None = None,
         log_verbose: int = 0,
         explicit_models: bool = False,
+        tls: GrpcTls | None = None,
         extra_args: Sequence[str] = (),
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
@@ -111,6 +132,7 @@ class TritonServer:
         self.metrics_port = metrics_port
         self.log_verbose = log_verbose
         self.explicit_models = explicit_models  # load every model at start, and allow reloads (the watchdog)
+        self.tls = tls
         self.extra_args = list(extra_args)
         self._own_workdir = workdir is None
         self.workdir = Path(workdir).resolve() if workdir is not None else None
@@ -185,6 +207,8 @@ class TritonServer:
                     f"{path} is missing: the nvidia-pytriton wheel has no build for Python {version}"
                 )
         _check_numpy()
+        if self.tls is not None and self.tls.client_ca is not None and self.http_port is None:
+            raise ServerStartError("mutual TLS on gRPC needs the HTTP port for readiness checks (give --http-port)")
         ports = {"grpc": self.grpc_port, "http": self.http_port, "metrics": self.metrics_port}
         for kind, port in ports.items():
             if port is not None and _port_in_use(self.host, port):
@@ -216,6 +240,8 @@ class TritonServer:
         ]
         if self.explicit_models:
             args += ["--model-control-mode=explicit", "--load-model=*"]
+        if self.tls is not None:
+            args += self.tls.arguments()
         if self.http_port is None:
             args.append("--allow-http=false")
         else:
@@ -265,8 +291,9 @@ class TritonServer:
         import tritonclient.grpc as grpcclient
         from tritonclient.utils import InferenceServerException
 
+        tls = {"ssl": True, "root_certificates": str(self.tls.cert)} if self.tls is not None else {}
         try:
-            with grpcclient.InferenceServerClient(self.grpc_url) as client:
+            with grpcclient.InferenceServerClient(self.grpc_url, **tls) as client:
                 return bool(client.is_server_ready(client_timeout=2))
         except InferenceServerException:
             return False
