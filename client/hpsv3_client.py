@@ -40,6 +40,7 @@ PNG_MODES = {"1", "L", "LA", "P", "RGB", "RGBA"}  # saved to PNG and read back u
 _UNAVAILABLE = "StatusCode.UNAVAILABLE"
 _UNLOADING = "has no available versions"  # NOT_FOUND while a server unloads its models (shutdown, restart)
 _RECOVERING = "is not healthy"  # a model's stub died; `hpsv3 serve`'s watchdog is reloading it
+_BUSY = "Exceeds maximum queue size"  # backpressure: the server's queue is full, try again a little later
 MAX_BACKOFF_S = 2.0
 
 
@@ -204,6 +205,11 @@ class HPSv3Client:
             try:
                 result = await self._rpc(endpoint, method, *args, **kwargs)
             except InferenceServerException as exc:
+                if _BUSY in (exc.message() or ""):  # the server is fine, only full: back off, no failover
+                    if attempt >= self.retries + len(self.endpoints) - 1:
+                        raise  # a per-item error that says the server is saturated
+                    await asyncio.sleep(min(self.backoff_s * 2**attempt, MAX_BACKOFF_S) * (0.5 + random.random()))
+                    continue
                 if not _retryable(exc):
                     raise
                 self._mark_down(endpoint, exc.message() or "UNAVAILABLE")

@@ -166,8 +166,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     tls = GrpcTls(args.grpc_tls_cert, args.grpc_tls_key, args.grpc_tls_client_ca) if args.grpc_tls_cert else None
     options = ServeOptions(
-        args.host, args.grpc_port, args.http_port, args.metrics_port, args.instances, limits=_limits(args), tls=tls
-    )
+        args.host, args.grpc_port, args.http_port, args.metrics_port, args.instances,
+        limits=_limits(args), tls=tls, max_queue_size=args.max_queue,
+    )  # fmt: skip
     try:
         server = prepare_server(
             resolve_checkpoint(args.checkpoint), resolve_base(args.base), args.workdir or default_workdir(), options
@@ -277,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-port", type=int, default=8000, help="HTTP port")
     serve.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port")
     serve.add_argument("--instances", type=int, default=2, help="preprocessing instances (CPU decode/resize)")
+    serve.add_argument("--max-queue", type=int, default=512,
+                       help="most requests waiting; more are refused at once (clients retry)")  # fmt: skip
     serve.add_argument("--workdir", type=Path, help="artifacts, repository, log (default ~/.cache/hpsv3_serve/serve)")
     tls = serve.add_argument_group("gRPC TLS (clients: hpsv3 score --tls-root-cert ...)")
     tls.add_argument("--grpc-tls-cert", type=Path, help="server certificate (PEM); turns TLS on")

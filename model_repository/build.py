@@ -54,6 +54,7 @@ class RepositorySettings:
     max_image_bytes: int = DEFAULT_LIMITS.max_image_bytes  # preprocess: per-request input limits
     max_image_pixels: int = DEFAULT_LIMITS.max_image_pixels
     max_prompt_tokens: int = DEFAULT_LIMITS.max_prompt_tokens
+    max_queue_size: int = 512  # preprocess, the ensemble's entry: beyond it requests are refused (backpressure)
 
 
 class RepositoryError(HPSv3Error, ValueError):

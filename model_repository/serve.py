@@ -35,6 +35,7 @@ class ServeOptions:
     max_batch_size: int = 16
     limits: InputLimits = DEFAULT_LIMITS
     tls: GrpcTls | None = None
+    max_queue_size: int = 512
 
 
 def current_export(artifacts: Path) -> dict:
@@ -69,6 +70,7 @@ def prepare_server(checkpoint: Path, base: Path, workdir: Path, options: ServeOp
         max_image_bytes=options.limits.max_image_bytes,
         max_image_pixels=options.limits.max_image_pixels,
         max_prompt_tokens=options.limits.max_prompt_tokens,
+        max_queue_size=options.max_queue_size,
     )
     repository = render("cpu", settings, workdir / "repository")
     return TritonServer(

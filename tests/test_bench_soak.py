@@ -77,3 +77,26 @@ def test_a_killed_language_model_stub_loses_nothing(supervised_server, tmp_path:
     assert fault["model"] == "language_model" and 0 < fault["recovery_s"] < 15
     assert [r.model for r in watchdog.recoveries] == ["language_model"] and watchdog.recoveries[0].ok
     assert "Faults injected" in (tmp_path / "soak.md").read_text()
+
+
+def test_a_full_queue_refuses_at_once_and_retrying_clients_lose_nothing(tiny_artifacts: Path, tmp_path: Path) -> None:
+    """Backpressure: with room for 1 waiting request, 24 in flight overflow the queue; without retries the
+    overflow gets a clear per-item error and the server goes on; with retries every request is answered."""
+    from hpsv3_client import HPSv3Client
+
+    settings = settings_for(tiny_artifacts, max_queue_size=1, preprocess_instances=1)
+    repository = render("cpu", settings, tmp_path / "repository")
+    server = TritonServer(repository, grpc_port=free_port(), http_port=None, metrics_port=None,
+                          workdir=tmp_path / "server")  # fmt: skip
+    server.start(timeout_s=180)
+    try:
+        image = (Path(__file__).parent / "fixtures" / "images" / "square_512.png").read_bytes()
+        impatient = HPSv3Client(server.grpc_url, concurrency=24, retries=0).score([image] * 48, "a fox")
+        refused = [r for r in impatient if r.error]
+        assert refused and all("Exceeds maximum queue size" in r.error for r in refused)
+        assert len(refused) < 48, "the server kept serving"
+        patient = HPSv3Client(server.grpc_url, concurrency=24, retries=8, backoff_s=0.05).score([image] * 48, "a fox")
+        assert [r.error for r in patient] == [None] * 48
+        assert len({round(r.mu, 5) for r in patient}) == 1
+    finally:
+        server.stop()
