@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,15 +20,27 @@ class Report:
     failed: int = 0  # items that could not be scored (the exit status is 1 then)
 
     def write(self, output: Path) -> list[Path]:
-        """Write the files into `output`; returns their paths."""
+        """Write the files into `output`, each atomically (an interrupted write leaves the old file or none,
+        never half of one); returns their paths."""
         output.mkdir(parents=True, exist_ok=True)
         written = [output / f"{self.name}.json", output / f"{self.name}.md"]
-        written[0].write_text(json.dumps(self.result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        written[1].write_text(self.markdown, encoding="utf-8")
+        _atomic(written[0], lambda tmp: tmp.write_text(json.dumps(self.result, indent=1, ensure_ascii=False) + "\n",
+                                                       encoding="utf-8"))  # fmt: skip
+        _atomic(written[1], lambda tmp: tmp.write_text(self.markdown, encoding="utf-8"))
         if self.chart is not None:
             written.append(output / f"{self.name}.png")
-            self.chart(written[-1])
+            _atomic(written[-1], self.chart)
         return written
+
+
+def _atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """`write` into a temporary file beside `path`, then rename it over `path` (atomic on POSIX)."""
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")  # same suffix: matplotlib picks the format from it
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[object]], numeric_from: int = 1) -> list[str]:
