@@ -49,6 +49,7 @@ class RepositorySettings:
     queue_delay_us: int = 2000
     threads: int = 0  # ONNX Runtime intra-op threads per session (0: all cores; idle threads do not spin)
     vllm_dtype: str = "bfloat16"  # GPU target: the language tower's dtype in vLLM (rm_head stays fp32)
+    vllm_quantization: str = "none"  # GPU target: "fp8" quantizes the tower's weights in vLLM (Hopper+)
     max_num_batched_tokens: int = 16384  # GPU target: vLLM's token budget per step (≈ 20 requests)
     gpu_memory_utilization: float = 0.8  # GPU target: vLLM's share; the TensorRT engines use the rest
     max_image_bytes: int = DEFAULT_LIMITS.max_image_bytes  # preprocess: per-request input limits
@@ -154,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preprocess-instances", type=int, default=2, help="CPU instances decoding images")
     parser.add_argument("--threads", type=int, default=0, help="cpu: ONNX Runtime threads per session (0: all)")
     parser.add_argument("--vllm-dtype", default="bfloat16", help="gpu: dtype of the language tower in vLLM")
+    parser.add_argument("--vllm-quantization", choices=["none", "fp8"], default="none",
+                        help="gpu: fp8 = vLLM's dynamic FP8 weights for the tower (Hopper+)")  # fmt: skip
     parser.add_argument("--max-num-batched-tokens", type=int, default=16384, help="gpu: vLLM tokens per step")
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.8, help="gpu: vLLM's share of memory")
     args = parser.parse_args(argv)
@@ -164,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             preprocess_instances=args.preprocess_instances,
             threads=args.threads,
             vllm_dtype=args.vllm_dtype,
+            vllm_quantization=args.vllm_quantization,
             max_num_batched_tokens=args.max_num_batched_tokens,
             gpu_memory_utilization=args.gpu_memory_utilization,
         )

@@ -41,6 +41,9 @@ def test_gpu_target_renders_tensorrt_plans_and_the_vllm_tower(gpu_artifacts: Pat
     tower = (repository / "language_model" / "config.pbtxt").read_text()
     assert "KIND_MODEL" in tower and f"{gpu_artifacts.resolve()}/vllm" in tower and "${" not in tower
     assert "vllm" in (repository / "language_model" / "1" / "model.py").read_text()
+    assert 'key: "quantization", value: { string_value: "none" }' in tower
+    fp8 = render("gpu", settings_for(gpu_artifacts, vllm_quantization="fp8"), tmp_path / "fp8")
+    assert 'string_value: "fp8"' in (fp8 / "language_model" / "config.pbtxt").read_text()
     assert "KIND_CPU" in (repository / "preprocess" / "config.pbtxt").read_text()
     cpu = render("cpu", settings_for(gpu_artifacts), tmp_path / "cpu")
     for name in ("hpsv3", "preprocess"):  # one serving graph, one preprocessing on both targets

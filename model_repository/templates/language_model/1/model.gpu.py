@@ -36,6 +36,8 @@ class TritonPythonModel:
             max_num_batched_tokens=int(parameters["max_num_batched_tokens"]),
             gpu_memory_utilization=float(parameters["gpu_memory_utilization"]),
         )
+        if parameters.get("quantization", "none") != "none":
+            arguments["quantization"] = parameters["quantization"]  # e.g. fp8: vLLM quantizes the weights at load
         self.hidden_size = json.loads((folder / "config.json").read_text())["hidden_size"]
         self.pooling_params = PoolingParams(task="embed")
         self.loop = asyncio.new_event_loop()
