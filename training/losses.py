@@ -66,7 +66,8 @@ def expected_softplus(m: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     if bool((~narrow).any()):
         flip = m < 0  # softplus(−z) = −z + softplus(z): E = −m + E over N(−m, s²)
         wide_s = torch.where(narrow, torch.ones_like(s), s)
-        wide = _trapezoid(torch.abs(m), wide_s) + torch.where(flip, -m, torch.zeros_like(m))
+        mirrored = torch.where(flip, -m, m)  # not abs(): its zero gradient at m = 0 would be wrong here
+        wide = _trapezoid(mirrored, wide_s) + torch.where(flip, -m, torch.zeros_like(m))
         result = torch.where(narrow, result, wide)
     return result
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from transformers import TrainingArguments
 
 from hpsv3_serve.prompt import PromptTokenizer
@@ -78,6 +79,19 @@ def build_trainer(config: TrainConfig) -> tuple[RewardTrainer, Path, object]:
     return trainer, base, lm_head
 
 
+def final_model(trainer: RewardTrainer, config: TrainConfig) -> torch.nn.Module:
+    """The trained model with whole tensors: as is, or (DeepSpeed ZeRO-3, weights partitioned) gathered into a
+    fresh copy. Every rank must call this (the gather is collective)."""
+    if not trainer.is_deepspeed_enabled or trainer.accelerator.deepspeed_config["zero_optimization"]["stage"] < 3:
+        return trainer.model
+    state = trainer.accelerator.get_state_dict(trainer.deepspeed)  # needs stage3_gather_16bit_weights_on_model_save
+    if not trainer.args.should_save:
+        return trainer.model  # only the saving process writes the output
+    model = make_trainable(initial_model(config.model)[0], config.model)
+    model.load_state_dict(state)
+    return model
+
+
 def run(config: TrainConfig) -> dict:
     """Train, evaluate on the held-out pairs, write the servable checkpoint; returns the metrics written."""
     trainer, base, lm_head = build_trainer(config)
@@ -86,8 +100,9 @@ def run(config: TrainConfig) -> dict:
     if trainer.eval_dataset is not None:
         metrics |= trainer.evaluate()
     out = Path(config.train["output_dir"])
+    model = final_model(trainer, config)
     if trainer.args.should_save:
-        checkpoint = write_output(trainer.model, out, base, config.to_dict(), config.model.dtype, lm_head)
+        checkpoint = write_output(model, out, base, config.to_dict(), config.model.dtype, lm_head)
         metrics["checkpoint"] = str(checkpoint)
         (out / METRICS_FILE).write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")
     return metrics
