@@ -51,7 +51,7 @@ def test_tied_pairs_come_from_the_vote_margin(tmp_path: Path) -> None:
 
 
 def test_bad_files_and_records_are_named(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="nothing.json: no such file"):
+    with pytest.raises(DataError, match=r"nothing\.json: no such file"):
         read_pairs([tmp_path / "nothing.json"])
     with pytest.raises(DataError, match=r"pairs.json\[0\]: a pair record needs text fields prompt, path1, path2"):
         read_pairs([_write(tmp_path, [{"prompt": "x", "path1": "img/a.png"}])])
@@ -82,7 +82,9 @@ def test_shipped_configs_parse_and_overrides_apply() -> None:
     assert recipe.loss.type == "uncertainty" and recipe.data.confidence_threshold == 0.95
     assert recipe.train["learning_rate"] == 2e-6 and recipe.train["bf16"] is True
     assert recipe.model.gradient_checkpointing and not recipe.model.freeze_vision_tower and recipe.model.tune_merger
-    tiny = load_config(REPO_ROOT / "training" / "configs" / "tiny.yaml", ["model.lora.enable=true", "loss.type=bt"])
-    assert tiny.model.lora.enable and tiny.loss.type == "bt"
-    with pytest.raises(ConfigError, match="expected section.key=value"):
+    overrides = ["model.lora.enable=true", "loss.type=bt", "train.learning_rate=1e-4", "data.eval=[a.json, b.json]"]
+    tiny = load_config(REPO_ROOT / "training" / "configs" / "tiny.yaml", overrides)
+    assert tiny.model.lora.enable and tiny.loss.type == "bt" and tiny.data.eval == ["a.json", "b.json"]
+    assert tiny.train["learning_rate"] == 1e-4, "1e-4 is a number (YAML 1.1 would read text)"
+    with pytest.raises(ConfigError, match=r"expected section\.key=value"):
         load_config(REPO_ROOT / "training" / "configs" / "tiny.yaml", ["train.max_steps"])

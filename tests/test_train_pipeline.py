@@ -27,7 +27,7 @@ from hpsv3_training.synthetic import make_colour_pairs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY_YAML = REPO_ROOT / "training" / "configs" / "tiny.yaml"
-STEPS, SAVE_EVERY, RESUME_FROM = 60, 20, 40
+STEPS, SAVE_EVERY, RESUME_FROM, EVAL_EVERY = 80, 20, 60, 40
 MIN_ACCURACY = 0.9
 
 pytestmark = pytest.mark.slow
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def colours(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("colours")
-    make_colour_pairs(out, train=192, test=64, seed=0)
+    make_colour_pairs(out, train=256, test=64, seed=0)
     return out
 
 
@@ -46,7 +46,7 @@ def _args(tiny: Path, colours: Path, out: Path, *extra: str) -> list[str]:
         f"model.base={tiny / 'base'}", f"model.init={tiny / TINY_CHECKPOINT}",
         f"data.train=[{colours / 'train.json'}]", f"data.eval=[{colours / 'test.json'}]",
         f"train.output_dir={out}", f"train.max_steps={STEPS}", f"train.save_steps={SAVE_EVERY}",
-        "train.eval_steps=30", "train.save_total_limit=null", "train.disable_tqdm=true", *extra,
+        f"train.eval_steps={EVAL_EVERY}", "train.save_total_limit=null", "train.disable_tqdm=true", *extra,
     ]  # fmt: skip
 
 
@@ -68,7 +68,9 @@ def test_training_learns_the_colour_rule(trained: Path, tiny: Path) -> None:
     assert metrics["global_step"] == STEPS
     assert metrics["eval_accuracy"] >= MIN_ACCURACY, metrics
     history = json.loads((trained / f"checkpoint-{STEPS}" / "trainer_state.json").read_text())["log_history"]
-    assert [entry["step"] for entry in history if "eval_accuracy" in entry] == [30, 60], "evaluated during training"
+    assert [entry["step"] for entry in history if "eval_accuracy" in entry] == [EVAL_EVERY, STEPS], (
+        "evaluated during training"
+    )
     assert list(trained.glob("runs/**/events.out.tfevents.*")), "TensorBoard logs"
 
 
@@ -76,7 +78,7 @@ def test_output_is_the_official_layout_with_only_the_reward_row_of_the_embedding
     trained: Path, tiny: Path
 ) -> None:
     with safe_open(str(trained / "HPSv3.safetensors"), framework="pt") as handle:
-        keys = set(handle.keys())  # noqa: SIM118
+        keys = set(handle.keys())
         trained_table = handle.get_tensor("model.embed_tokens.weight")
     assert {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight", "rm_head.5.bias"} <= keys
     assert all(key.startswith(("model.layers.", "model.", "visual.", "rm_head.", "lm_head.")) for key in keys)
@@ -90,7 +92,7 @@ def test_output_is_the_official_layout_with_only_the_reward_row_of_the_embedding
 def test_resume_continues_with_the_same_step_count_and_optimizer_state(
     trained: Path, tiny: Path, colours: Path, tmp_path: Path
 ) -> None:
-    """Resume from the step-40 checkpoint of the run above: steps 41–60 land on the uninterrupted run's state."""
+    """Resume from the step-60 checkpoint of the run above: steps 61–80 land on the uninterrupted run's state."""
     shutil.copytree(trained / f"checkpoint-{RESUME_FROM}", tmp_path / f"checkpoint-{RESUME_FROM}")
     resume = ["train.resume_from_checkpoint=true", "data.eval=[]"]
     assert main(_args(tiny, colours, tmp_path, *resume)) == 0

@@ -11,6 +11,7 @@ Override values are parsed as YAML (`train.learning_rate=1e-4`, `model.lora.enab
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import yaml
 from .model_setup import LoraOptions, ModelOptions
 
 SECTIONS = ("model", "data", "loss", "train")
+EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # 1e-4: a string to YAML 1.1, a float here
 
 
 class ConfigError(ValueError):
@@ -86,7 +88,18 @@ def apply_override(values: dict[str, Any], override: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {override!r}: {part} is not a section")
-    node[leaf] = yaml.safe_load(raw)
+    node[leaf] = _numbers(yaml.safe_load(raw))
+
+
+def _numbers(value: Any) -> Any:
+    """`value` with exponent-only numbers (`1e-4`, which YAML 1.1 reads as text) made floats, recursively."""
+    if isinstance(value, str) and EXPONENT_NUMBER.fullmatch(value):
+        return float(value)
+    if isinstance(value, dict):
+        return {key: _numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_numbers(item) for item in value]
+    return value
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
@@ -95,7 +108,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
     if not path.is_file():
         raise ConfigError(f"config {path}: no such file (see training/configs/ for examples)")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        values = _numbers(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
     except yaml.YAMLError as exc:
         raise ConfigError(f"config {path}: not valid YAML ({exc})") from exc
     unknown = sorted(set(values) - set(SECTIONS))
