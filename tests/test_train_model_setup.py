@@ -74,3 +74,33 @@ def test_lora_trains_adapters_and_exports_merged_weights(tiny: Path, tmp_path: P
         [REWARD_TOKEN_ID]
     ]
     load_model(checkpoint, tmp_path / "base")  # loads as a published checkpoint does
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny: Path, scorer) -> None:
+    from hpsv3_serve.batching import collate
+
+    from .conftest import IMAGES
+
+    batch = collate([scorer.prepare(IMAGES / "small_200.png", "a cat"), scorer.prepare(IMAGES / "gray_300.png", "")])
+    inputs = {
+        "input_ids": torch.from_numpy(batch.input_ids),
+        "attention_mask": torch.from_numpy(batch.attention_mask),
+        "reward_index": torch.from_numpy(batch.reward_index),
+        "pixel_values": torch.from_numpy(batch.pixel_values),
+        "image_grid_thw": torch.from_numpy(batch.image_grid_thw),
+    }
+    grads = []
+    for checkpointing in (False, True):
+        options = _options(tiny, gradient_checkpointing=checkpointing)
+        model = make_trainable(initial_model(options)[0], options).train()
+        assert (
+            model.language_model.is_activation_checkpointing
+            == model.visual.is_activation_checkpointing
+            == checkpointing
+        )
+        model.rm_head[2].p = 0.0  # dropout off: the two runs must see the same function
+        model(**inputs).sum().backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys()
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-6, msg=name)

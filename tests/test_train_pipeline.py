@@ -96,9 +96,14 @@ def test_resume_continues_with_the_same_step_count_and_optimizer_state(
     shutil.copytree(trained / f"checkpoint-{RESUME_FROM}", tmp_path / f"checkpoint-{RESUME_FROM}")
     resume = ["train.resume_from_checkpoint=true", "data.eval=[]"]
     assert main(_args(tiny, colours, tmp_path, *resume)) == 0
-    state = json.loads((tmp_path / f"checkpoint-{STEPS}" / "trainer_state.json").read_text())
+    state, reference_state = (json.loads((out / f"checkpoint-{STEPS}" / "trainer_state.json").read_text())
+                              for out in (tmp_path, trained))  # fmt: skip
     assert state["global_step"] == STEPS
-    assert min(e["step"] for e in state["log_history"] if "loss" in e and e["step"] > 0) > RESUME_FROM
+    logged, reference_logged = ([(e["step"], e["loss"]) for e in s["log_history"] if "loss" in e]
+                                for s in (state, reference_state))  # fmt: skip
+    assert [step for step, _ in logged] == list(range(10, STEPS + 1, 10)), "steps continue from 60, no restart"
+    for (_, loss), (_, expected) in zip(logged, reference_logged, strict=True):
+        assert loss == pytest.approx(expected, rel=1e-3, abs=1e-6)
     ours = torch.load(tmp_path / f"checkpoint-{STEPS}" / "optimizer.pt", weights_only=True)
     reference = torch.load(trained / f"checkpoint-{STEPS}" / "optimizer.pt", weights_only=True)
     assert ours["state"].keys() == reference["state"].keys()

@@ -137,7 +137,7 @@ def make_trainable(model: HPSv3RewardModel, options: ModelOptions) -> nn.Module:
     embed = model.language_model.embed_tokens
     if options.gradient_checkpointing:
         for tower in (model.language_model, model.visual):
-            tower.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            tower.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if options.lora.enable:
         from peft import LoraConfig, get_peft_model
 

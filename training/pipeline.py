@@ -79,6 +79,13 @@ def build_trainer(config: TrainConfig) -> tuple[RewardTrainer, Path, object]:
     return trainer, base, lm_head
 
 
+def final_evaluation(trainer: RewardTrainer) -> dict:
+    """Held-out metrics of the final weights: the evaluation Trainer ran at the last step, else a new one."""
+    step = trainer.state.global_step
+    done = [entry for entry in trainer.state.log_history if "eval_accuracy" in entry and entry["step"] == step]
+    return {key: value for key, value in done[-1].items() if key != "step"} if done else trainer.evaluate()
+
+
 def final_model(trainer: RewardTrainer, config: TrainConfig) -> torch.nn.Module:
     """The trained model with whole tensors: as is, or (DeepSpeed ZeRO-3, weights partitioned) gathered into a
     fresh copy. Every rank must call this (the gather is collective)."""
@@ -98,7 +105,7 @@ def run(config: TrainConfig) -> dict:
     result = trainer.train(resume_from_checkpoint=resume_point(config))
     metrics = {"global_step": trainer.state.global_step, "train_loss": result.training_loss}
     if trainer.eval_dataset is not None:
-        metrics |= trainer.evaluate()
+        metrics |= final_evaluation(trainer)
     out = Path(config.train["output_dir"])
     model = final_model(trainer, config)
     if trainer.args.should_save:
