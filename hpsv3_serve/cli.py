@@ -278,8 +278,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench(argv[1:], prog="hpsv3 bench")
     if argv[:1] == ["train"]:  # the trainer has its own parser (shared with training/train.py)
-        from hpsv3_training.cli import main as train
-
+        try:
+            from hpsv3_training.cli import main as train
+        except ImportError as exc:
+            print(f"hpsv3 train: {exc}; install the training extra: pip install 'hpsv3-serve[train]'", file=sys.stderr)
+            return 2
         return train(argv[1:], prog="hpsv3 train")
     args = build_parser().parse_args(argv)
     return args.func(args)

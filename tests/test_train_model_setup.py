@@ -11,8 +11,9 @@ from safetensors.torch import load_file
 from hpsv3_serve.checkpoint import load_model
 from hpsv3_serve.prompt import REWARD_TOKEN_ID
 from hpsv3_serve.tiny import TINY_CHECKPOINT
+from hpsv3_training.config import LoraOptions, ModelOptions
 from hpsv3_training.export import write_output
-from hpsv3_training.model_setup import LoraOptions, ModelOptions, initial_model, make_trainable
+from hpsv3_training.model_setup import initial_model, make_trainable
 
 
 def _options(tiny: Path, **fields: object) -> ModelOptions:

@@ -10,8 +10,8 @@ import yaml
 
 from hpsv3_serve.errors import HPSv3Error
 
-from .config import ConfigError, load_config
-from .data import DataError
+from .config import load_config
+from .errors import ConfigError, DataError
 
 DESCRIPTION = """Train or fine-tune an HPSv3 reward model on pairwise preferences (HPDv3 pair JSON: prompt, path1 =
 the preferred image, path2) with Hugging Face Trainer, and write a checkpoint the whole stack serves:

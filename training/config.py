@@ -1,6 +1,6 @@
 """Training configs: a YAML file with sections `model`, `data`, `loss`, `train`, plus `key.path=value` overrides.
 
-- `model`: `model_setup.ModelOptions` (base, init, dtype, freezing, LoRA, gradient checkpointing).
+- `model`: `ModelOptions` below (base, init, dtype, freezing, LoRA, checkpointing), applied by `model_setup.py`.
 - `data`: `DataOptions` below.
 - `loss`: `type` (uncertainty | bt | btt | constant_margin) and `reward_row_lr` (the official special_token_lr).
 - `train`: passed to `transformers.TrainingArguments` as is (output_dir, learning_rate, per_device_train_batch_size,
@@ -18,14 +18,36 @@ from typing import Any
 
 import yaml
 
-from .model_setup import LoraOptions, ModelOptions
+from .errors import ConfigError
 
 SECTIONS = ("model", "data", "loss", "train")
 EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # 1e-4: a string to YAML 1.1, a float here
 
 
-class ConfigError(ValueError):
-    """A config file or override that cannot be used; the message names it."""
+@dataclass
+class LoraOptions:
+    """peft LoRA on the Linear layers of the language tower (and the vision tower with `vision`)."""
+
+    enable: bool = False
+    r: int = 64
+    alpha: int = 128
+    dropout: float = 0.05
+    vision: bool = False
+
+
+@dataclass
+class ModelOptions:
+    """The `model:` section of a training config."""
+
+    base: str = "Qwen/Qwen2-VL-7B-Instruct"  # config.json + tokenizer (and weights when init is null)
+    init: str | None = None  # HPSv3 checkpoint to fine-tune; null: the base folder's Qwen2-VL weights
+    dtype: str = "float32"  # weights dtype; rm_head stays float32
+    freeze_vision_tower: bool = False
+    tune_merger: bool = True
+    freeze_llm: bool = False
+    train_reward_token: bool = True
+    gradient_checkpointing: bool = False
+    lora: LoraOptions = field(default_factory=LoraOptions)
 
 
 @dataclass

@@ -27,12 +27,10 @@ from hpsv3_serve.batching import PreparedItem, collate
 from hpsv3_serve.inputs import prepare_image
 from hpsv3_serve.prompt import PromptTokenizer, check_prompt
 
+from .errors import DataError
+
 REQUIRED = ("prompt", "path1", "path2")
 SHOW_MISSING = 3
-
-
-class DataError(ValueError):
-    """A pair file or image that cannot be used; the message names it and says what to do."""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ the other rows after every step: the same result, without 2 × 151658 × hidden 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,33 +28,9 @@ from hpsv3_serve.errors import ModelLoadError
 from hpsv3_serve.model import HPSv3RewardModel
 from hpsv3_serve.prompt import REWARD_TOKEN_ID, VOCAB_ROWS
 
+from .config import ModelOptions
+
 RM_HEAD_INIT_STD = 0.02  # Qwen2-VL's initializer_range: how the official model initialises a new rm_head
-
-
-@dataclass
-class LoraOptions:
-    """peft LoRA on the Linear layers of the language tower (and the vision tower with `vision`)."""
-
-    enable: bool = False
-    r: int = 64
-    alpha: int = 128
-    dropout: float = 0.05
-    vision: bool = False
-
-
-@dataclass
-class ModelOptions:
-    """The `model:` section of a training config."""
-
-    base: str = "Qwen/Qwen2-VL-7B-Instruct"  # config.json + tokenizer (and weights when init is null)
-    init: str | None = None  # HPSv3 checkpoint to fine-tune; null: the base folder's Qwen2-VL weights
-    dtype: str = "float32"  # weights dtype; rm_head stays float32
-    freeze_vision_tower: bool = False
-    tune_merger: bool = True
-    freeze_llm: bool = False
-    train_reward_token: bool = True
-    gradient_checkpointing: bool = False
-    lora: LoraOptions = field(default_factory=LoraOptions)
 
 
 class RewardRowEmbedding(nn.Module):

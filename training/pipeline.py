@@ -10,8 +10,9 @@ from transformers import TrainingArguments
 
 from hpsv3_serve.prompt import PromptTokenizer
 
-from .config import ConfigError, TrainConfig
+from .config import TrainConfig
 from .data import PairDataset, collate_pairs, read_pairs
+from .errors import ConfigError
 from .export import write_output
 from .model_setup import initial_model, make_trainable, trainable_summary
 from .trainer import RewardTrainer, last_checkpoint, pair_accuracy
