@@ -51,7 +51,7 @@ def resume_point(config: TrainConfig) -> str | None:
     return resume or None
 
 
-def build_trainer(config: TrainConfig) -> tuple[RewardTrainer, Path, object]:
+def build_trainer(config: TrainConfig) -> tuple[RewardTrainer, Path, torch.Tensor | None]:
     """(trainer, base folder, lm_head to carry) with the model made trainable and the data read."""
     args = training_arguments(config)
     model, base, lm_head = initial_model(config.model)
