@@ -30,7 +30,7 @@ TINY_YAML = REPO_ROOT / "training" / "configs" / "tiny.yaml"
 STEPS, SAVE_EVERY, RESUME_FROM, EVAL_EVERY = 80, 20, 60, 40
 MIN_ACCURACY = 0.9
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]  # the training fixture: minutes on loaded runners
 
 
 @pytest.fixture(scope="module")
