@@ -11,13 +11,13 @@ PERF_ANALYZER := build/perf_analyzer/bin/perf_analyzer
 # vLLM on CPU in tests: a 1 GiB KV cache is plenty for the tiny model
 VLLM_TEST_ENV := VLLM_CPU_KVCACHE_SPACE=1 VLLM_LOGGING_LEVEL=WARNING
 
-.PHONY: demo test test-vllm perf-analyzer lint format golden clean
+.PHONY: demo train-tiny test test-vllm perf-analyzer lint format golden clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0  # the CPU wheel; a bare `torch` would pull CUDA
-	$(PY) -m pip install --quiet -e ".[dev,serve,bench,deploy-checks]"
+	$(PY) -m pip install --quiet -e ".[dev,serve,bench,deploy-checks,train]"
 	touch $@
 
 $(TINY_CKPT): $(STAMP)
@@ -25,6 +25,11 @@ $(TINY_CKPT): $(STAMP)
 
 demo: $(TINY_CKPT)
 	$(PY) examples/demo.py --tiny $(TINY) --workdir build/demo
+
+# hpsv3 train on CPU: the tiny model learns the synthetic colour rule (training/configs/tiny.yaml, docs/TRAINING.md)
+train-tiny: $(TINY_CKPT)
+	test -f build/colours/train.json || $(PY) -m hpsv3_training.synthetic build/colours
+	$(VENV)/bin/hpsv3 train --config training/configs/tiny.yaml
 
 test: $(STAMP) $(VLLM_VENV)/.installed $(PERF_ANALYZER)
 	$(VENV)/bin/ruff check .

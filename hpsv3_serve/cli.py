@@ -21,6 +21,7 @@ EPILOG = """examples:
   hpsv3 export --checkpoint C --base B --vllm vllm/  # a folder `vllm serve` scores faithfully
   hpsv3 score cat.png --backend vllm               # in-process on vLLM (pip install vllm)
   hpsv3 bench --endpoint 127.0.0.1:8001 pairs --data HPDv3/test.json   # accuracy, ranking, generators, latency
+  hpsv3 train --config training/configs/tiny.yaml  # train / fine-tune on pair JSON (hpsv3 train --help)
 """
 
 
@@ -305,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="benchmark an endpoint: preference accuracy, ranking, generators, latency (hpsv3 bench --help)",
         add_help=False,
     )  # parsed by hpsv3_benchmarks.cli (the parser of benchmarks/run.py): see main()
+    verbs.add_parser(
+        "train",
+        help="train or fine-tune a reward model on HPDv3 pair JSON into a servable checkpoint (hpsv3 train --help)",
+        add_help=False,
+    )  # parsed by hpsv3_training.cli (the parser of training/train.py): see main()
     return parser
 
 
@@ -314,6 +320,13 @@ def main(argv: list[str] | None = None) -> int:
         from hpsv3_benchmarks.cli import main as bench
 
         return bench(argv[1:], prog="hpsv3 bench")
+    if argv[:1] == ["train"]:  # the trainer has its own parser (shared with training/train.py)
+        try:
+            from hpsv3_training.cli import main as train
+        except ImportError as exc:
+            print(f"hpsv3 train: {exc}; install the training extra: pip install 'hpsv3-serve[train]'", file=sys.stderr)
+            return 2
+        return train(argv[1:], prog="hpsv3 train")
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -29,6 +29,7 @@ def test_help_teaches_the_verbs() -> None:
     assert result.returncode == 0
     assert "score" in result.stdout and "make-tiny" in result.stdout and "examples:" in result.stdout
     assert "bench" in result.stdout, "the benchmark runner is a verb too"
+    assert "train" in result.stdout, "so is the trainer"
     assert "--checkpoint" in _run("score", "--help").stdout
 
 
