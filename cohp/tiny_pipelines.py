@@ -65,7 +65,6 @@ def t5_tokenizer(max_length: int):
 def chatglm_tokenizer(folder: Path):
     """Kolors' ChatGLMTokenizer over a SentencePiece model trained here on a few captions (deterministic)."""
     import sentencepiece as spm
-
     from diffusers.pipelines.kolors.tokenizer import ChatGLMTokenizer
 
     model = io.BytesIO()

@@ -20,6 +20,7 @@ EPILOG = """examples:
   hpsv3 export --checkpoint C --base B --vllm vllm/  # a folder `vllm serve` scores faithfully
   hpsv3 score cat.png --backend vllm               # in-process on vLLM (pip install vllm)
   hpsv3 bench --endpoint 127.0.0.1:8001 pairs --data HPDv3/test.json   # accuracy, ranking, generators, latency
+  hpsv3 cohp --server 127.0.0.1:8001 --prompt "a red fox"   # better images: generators + img2img, scored
 """
 
 
@@ -262,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="benchmark an endpoint: preference accuracy, ranking, generators, latency (hpsv3 bench --help)",
         add_help=False,
     )  # parsed by hpsv3_benchmarks.cli (the parser of benchmarks/run.py): see main()
+    verbs.add_parser(
+        "cohp",
+        help="Chain-of-Human-Preference: pick the generator and refine its image by the endpoint's scores "
+        "(hpsv3 cohp --help)",
+        add_help=False,
+    )  # parsed by hpsv3_cohp.cli (the parser of cohp/run.py): see main()
     return parser
 
 
@@ -271,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:
         from hpsv3_benchmarks.cli import main as bench
 
         return bench(argv[1:], prog="hpsv3 bench")
+    if argv[:1] == ["cohp"]:  # so has CoHP (shared with cohp/run.py)
+        from hpsv3_cohp.cli import main as cohp
+
+        return cohp(argv[1:], prog="hpsv3 cohp")
     args = build_parser().parse_args(argv)
     return args.func(args)
 
