@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args.model_list = [name.strip() for name in args.models.split(",") if name.strip()]
     settings = _settings(args, parser)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    from .generators import resolve
+    from .generators import check_strengths, resolve
     from .loop import NoGeneratorError, run_prompt
     from .resume import finished, prompt_folder, read_prompts
     from .scoring import BackgroundScorer, ScoreError
@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         prompts = [args.prompt] if args.prompt is not None else read_prompts(args.prompts)
         tiny_root = None if args.tiny is None else default_root() if args.tiny is True else Path(args.tiny)
         generators = resolve(args.model_list, tiny_root)
+        check_strengths(generators, settings.strengths)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -92,7 +92,7 @@ register(
 )
 
 DEFAULT_MODELS = ("flux", "kolors", "sd3", "playground")
-TINY_SIZE, TINY_STEPS = 64, 2
+TINY_SIZE, TINY_STEPS = 64, 4
 
 
 def resolve(names: list[str], tiny_root: Path | None = None, tiny_seed: int = 0) -> list[Generator]:
@@ -115,6 +115,17 @@ def resolve(names: list[str], tiny_root: Path | None = None, tiny_seed: int = 0)
     return tiny
 
 
+def check_strengths(generators: list[Generator], strengths: tuple[float, ...]) -> None:
+    """Raise ValueError when a round would run no denoising step (img2img runs int(steps × strength))."""
+    for generator in generators:
+        for strength in strengths:
+            if int(generator.steps * strength) < 1:
+                raise ValueError(
+                    f"strength {strength:g} gives no img2img step with {generator.name!r} ({generator.steps} steps): "
+                    f"use a strength of at least {1 / generator.steps:.3g}"
+                )
+
+
 def dtype_for(device: str) -> torch.dtype:
     """bfloat16 on CUDA (as the official img2img), float32 on CPU."""
     return torch.bfloat16 if device.startswith("cuda") else torch.float32
@@ -125,7 +136,7 @@ def load(generator: Generator, kind: str, device: str):
     import diffusers
 
     cls = getattr(diffusers, getattr(generator, kind))
-    pipeline = cls.from_pretrained(generator.source, torch_dtype=dtype_for(device), **generator.load_kwargs)
+    pipeline = cls.from_pretrained(generator.source, dtype=dtype_for(device), **generator.load_kwargs)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline.to(device)
 
