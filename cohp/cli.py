@@ -7,8 +7,13 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hpsv3_client import ModelNotReadyError, ServerUnavailableError
+
+if TYPE_CHECKING:
+    from .generators import Generator
+    from .loop import Settings
 
 DESCRIPTION = """\
 Chain-of-Human-Preference: better images from the HPSv3 endpoint with no training.
@@ -95,7 +100,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace, parser: argparse.ArgumentParser):
+def _settings(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Settings:
     import torch
 
     from .loop import Settings
@@ -120,9 +125,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     settings = _settings(args, parser)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     from .generators import check_strengths, resolve
-    from .loop import NoGeneratorError, run_prompt
-    from .resume import finished, prompt_folder, read_prompts
-    from .scoring import BackgroundScorer, ScoreError
+    from .resume import read_prompts
     from .tiny_pipelines import default_root
 
     try:
@@ -134,6 +137,19 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     _quiet_libraries()
+    try:
+        return _run(args, prompts, generators, settings)
+    except KeyboardInterrupt:
+        print("interrupted: finished prompts are kept; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace, prompts: list[str], generators: list[Generator], settings: Settings) -> int:
+    """Check the endpoint, then run each prompt not finished yet; write OUTPUT/summary.json."""
+    from .loop import NoGeneratorError, run_prompt
+    from .resume import finished, prompt_folder
+    from .scoring import BackgroundScorer, ScoreError
+
     with BackgroundScorer(args.server, model=args.model_name) as scorer:
         try:
             scorer.check(args.timeout)  # before any generation

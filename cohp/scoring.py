@@ -39,12 +39,22 @@ class BackgroundScorer:
             raise ScoreError(f"{name}: the endpoint did not score it: {result.error}")
         return float(result.mu)
 
-    def close(self) -> None:
-        """Close the channel and stop the loop thread."""
-        asyncio.run_coroutine_threadsafe(self.client.close(), self._loop).result()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Cancel what is still in flight, close the channel and stop the loop thread (also after Ctrl-C)."""
+
+        async def shutdown() -> None:
+            current = asyncio.current_task()
+            pending = [task for task in asyncio.all_tasks() if task is not current]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            await self.client.close()
+
+        try:
+            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout_s)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout_s)
 
     def __enter__(self) -> BackgroundScorer:
         return self

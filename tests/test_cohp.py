@@ -53,7 +53,7 @@ def test_full_loop_keeps_the_best_image_and_reproduces(tiny_server: TritonServer
         assert len(scores) == 2 and model["max"] == max(scores) and model["mean"] == pytest.approx(sum(scores) / 2)
     assert report["best_model"] == max(report["models"], key=lambda name: report["models"][name]["mean"])
     assert [(r["round"], r["strength"], len(r["images"])) for r in report["rounds"]] == [(1, 0.7, 2), (2, 0.4, 2)]
-    assert report["final"]["score"] == max([report["models"][report["best_model"]]["max"]] + _scores(report)[8:])
+    assert report["final"]["score"] == max([report["models"][report["best_model"]]["max"], *_scores(report)[8:]])
     assert report["chosen_path"][-1]["score"] == report["final"]["score"]
     seeds = [i["seed"] for m in report["models"].values() for i in m["images"]]
     assert len(set(seeds)) == len(seeds)
@@ -108,7 +108,8 @@ def test_prompts_file_interrupted_and_restarted_skips_finished_prompts(
         time.sleep(0.05)
         reports = sorted(output.glob("*/report.json"))
     first.send_signal(signal.SIGINT)  # as Ctrl-C
-    first.communicate(timeout=60)
+    _, stderr = first.communicate(timeout=30)
+    assert first.returncode == 130 and "rerun the same command to resume" in stderr, stderr[-2000:]
     done_before = {path: path.stat().st_mtime_ns for path in output.glob("*/report.json")}
     assert 1 <= len(done_before) < len(prompts)
 
