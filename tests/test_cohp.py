@@ -15,6 +15,7 @@ from PIL import Image
 
 from hpsv3_cohp.cli import main
 from hpsv3_repository.server import TritonServer, free_port
+from hpsv3_serve.cli import main as hpsv3
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -68,8 +69,8 @@ def test_full_loop_keeps_the_best_image_and_reproduces(tiny_server: TritonServer
 
 def test_unreachable_server_fails_before_generating(tiny_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
     url = f"127.0.0.1:{free_port()}"
-    code = main(["--server", url, "--prompt", "a cat", "--tiny", str(tiny_cache), "--output", str(tmp_path / "out"),
-                 "--timeout", "1"])  # fmt: skip
+    args = ["--prompt", "a cat", "--tiny", str(tiny_cache), "--output", str(tmp_path / "out"), "--timeout", "1"]
+    code = hpsv3(["cohp", "--server", url, *args])  # the `hpsv3 cohp` verb
     assert code == 2
     assert f"no Triton server answers at {url}" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
