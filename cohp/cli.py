@@ -126,12 +126,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     from .generators import check_strengths, resolve
     from .resume import read_prompts
-    from .tiny_pipelines import default_root
 
     try:
         prompts = [args.prompt] if args.prompt is not None else read_prompts(args.prompts)
-        tiny_root = None if args.tiny is None else default_root() if args.tiny is True else Path(args.tiny)
-        generators = resolve(args.model_list, tiny_root)
+        generators = resolve(args.model_list, tiny=args.tiny is not None)
         check_strengths(generators, settings.strengths)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -146,9 +144,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
 def _run(args: argparse.Namespace, prompts: list[str], generators: list[Generator], settings: Settings) -> int:
     """Check the endpoint, then run each prompt not finished yet; write OUTPUT/summary.json."""
+    from .generators import tiny_weights
     from .loop import NoGeneratorError, run_prompt
     from .resume import finished, prompt_folder
     from .scoring import BackgroundScorer, ScoreError
+    from .tiny_pipelines import default_root
 
     with BackgroundScorer(args.server, model=args.model_name) as scorer:
         try:
@@ -156,6 +156,8 @@ def _run(args: argparse.Namespace, prompts: list[str], generators: list[Generato
         except (ServerUnavailableError, ModelNotReadyError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        if args.tiny is not None:
+            generators = tiny_weights(generators, default_root() if args.tiny is True else Path(args.tiny))
         summary = []
         for index, prompt in enumerate(prompts):
             folder = prompt_folder(args.output, index, prompt)

@@ -95,24 +95,26 @@ DEFAULT_MODELS = ("flux", "kolors", "sd3", "playground")
 TINY_SIZE, TINY_STEPS = 64, 4
 
 
-def resolve(names: list[str], tiny_root: Path | None = None, tiny_seed: int = 0) -> list[Generator]:
-    """The registered generators called `names`; with `tiny_root`, their tiny random-weight stand-ins
-    (built there on first use). Raises ValueError naming an unknown generator."""
+def resolve(names: list[str], tiny: bool = False) -> list[Generator]:
+    """The registered generators called `names`, with the tiny stand-ins' sampling settings when `tiny`
+    (their weights come from `tiny_weights`). Raises ValueError naming an unknown generator."""
     unknown = [name for name in names if name not in REGISTRY]
     if unknown:
         raise ValueError(f"unknown generator {', '.join(map(repr, unknown))}: choose from {', '.join(REGISTRY)}")
     generators = [REGISTRY[name] for name in names]
-    if tiny_root is None:
+    if not tiny:
         return generators
+    missing = [g.name for g in generators if g.tiny is None]
+    if missing:
+        raise ValueError(f"no tiny stand-in for {', '.join(map(repr, missing))} (set `tiny=` in its registry entry)")
+    return [replace(g, steps=TINY_STEPS, size=TINY_SIZE, load_kwargs={}) for g in generators]
+
+
+def tiny_weights(generators: list[Generator], root: Path, seed: int = 0) -> list[Generator]:
+    """The generators loading their tiny random-weight pipelines from `root` (built there on first use)."""
     from .tiny_pipelines import build
 
-    tiny = []
-    for generator in generators:
-        if generator.tiny is None:
-            raise ValueError(f"generator {generator.name!r} has no tiny stand-in (set `tiny=` in its registry entry)")
-        source = str(build(generator.tiny, tiny_root, tiny_seed))
-        tiny.append(replace(generator, source=source, steps=TINY_STEPS, size=TINY_SIZE, load_kwargs={}))
-    return tiny
+    return [replace(g, source=str(build(g.tiny, root, seed))) for g in generators]
 
 
 def check_strengths(generators: list[Generator], strengths: tuple[float, ...]) -> None:

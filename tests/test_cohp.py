@@ -67,13 +67,13 @@ def test_full_loop_keeps_the_best_image_and_reproduces(tiny_server: TritonServer
     assert _scores(again) == _scores(report) and again["chosen_path"] == report["chosen_path"]
 
 
-def test_unreachable_server_fails_before_generating(tiny_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+def test_unreachable_server_fails_before_generating(tmp_path: Path, capsys: pytest.CaptureFixture):
     url = f"127.0.0.1:{free_port()}"
-    args = ["--prompt", "a cat", "--tiny", str(tiny_cache), "--output", str(tmp_path / "out"), "--timeout", "1"]
+    args = ["--prompt", "a cat", "--tiny", str(tmp_path / "cache"), "--output", str(tmp_path / "out"), "--timeout", "1"]
     code = hpsv3(["cohp", "--server", url, *args])  # the `hpsv3 cohp` verb
     assert code == 2
     assert f"no Triton server answers at {url}" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()  # nothing built or generated
 
 
 def test_a_generator_that_cannot_load_is_skipped(
@@ -97,11 +97,11 @@ def test_a_generator_that_cannot_load_is_skipped(
 def test_prompts_file_interrupted_and_restarted_skips_finished_prompts(
     tiny_server: TritonServer, tiny_cache: Path, tmp_path: Path
 ):
-    prompts = [f"a watercolor of a lighthouse number {i}" for i in range(4)]
+    prompts = [f"a watercolor of a lighthouse number {i}" for i in range(3)]
     (tmp_path / "prompts.txt").write_text("\n".join(prompts) + "\n")
     output = tmp_path / "out"
     command = [sys.executable, str(ROOT / "cohp" / "run.py"), "--server", tiny_server.grpc_url, "--prompts",
-               str(tmp_path / "prompts.txt"), "--models", "playground", "--best-of", "2", "--tiny", str(tiny_cache),
+               str(tmp_path / "prompts.txt"), "--models", "flux", "--best-of", "2", "--tiny", str(tiny_cache),
                "--output", str(output), "--device", "cpu"]  # fmt: skip
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     reports = sorted(output.glob("*/report.json"))
