@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0  # the CPU wheel; a bare `torch` would pull CUDA
-	$(PY) -m pip install --quiet -e ".[dev,serve,bench,deploy-checks,train]"
+	$(PY) -m pip install --quiet -e ".[dev,serve,bench,deploy-checks,train,cohp]"
 	touch $@
 
 $(TINY_CKPT): $(STAMP)

@@ -22,6 +22,7 @@ EPILOG = """examples:
   hpsv3 score cat.png --backend vllm               # in-process on vLLM (pip install vllm)
   hpsv3 bench --endpoint 127.0.0.1:8001 pairs --data HPDv3/test.json   # accuracy, ranking, generators, latency
   hpsv3 train --config training/configs/tiny.yaml  # train / fine-tune on pair JSON (hpsv3 train --help)
+  hpsv3 cohp --server 127.0.0.1:8001 --prompt "a red fox"   # better images: generators + img2img, scored
 """
 
 
@@ -311,6 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="train or fine-tune a reward model on HPDv3 pair JSON into a servable checkpoint (hpsv3 train --help)",
         add_help=False,
     )  # parsed by hpsv3_training.cli (the parser of training/train.py): see main()
+    verbs.add_parser(
+        "cohp",
+        help="Chain-of-Human-Preference: pick the generator and refine its image by the endpoint's scores "
+        "(hpsv3 cohp --help)",
+        add_help=False,
+    )  # parsed by hpsv3_cohp.cli (the parser of cohp/run.py): see main()
     return parser
 
 
@@ -327,6 +334,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"hpsv3 train: {exc}; install the training extra: pip install 'hpsv3-serve[train]'", file=sys.stderr)
             return 2
         return train(argv[1:], prog="hpsv3 train")
+    if argv[:1] == ["cohp"]:  # so has CoHP (shared with cohp/run.py)
+        from hpsv3_cohp.cli import main as cohp
+
+        return cohp(argv[1:], prog="hpsv3 cohp")
     args = build_parser().parse_args(argv)
     return args.func(args)
 

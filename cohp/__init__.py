@@ -1,0 +1,1 @@
+"""CoHP (Chain-of-Human-Preference): better images from the reward endpoint with no training (issue #7)."""
