@@ -25,9 +25,12 @@ from torch.utils.data import Dataset
 
 from hpsv3_serve.batching import PreparedItem, collate
 from hpsv3_serve.inputs import prepare_image
+from hpsv3_serve.limits import InputLimits
 from hpsv3_serve.prompt import PromptTokenizer, check_prompt
 
 from .errors import DataError
+
+LOCAL_FILES = InputLimits(allow_urls=False)  # pair files name local images; never fetch
 
 REQUIRED = ("prompt", "path1", "path2")
 SHOW_MISSING = 3
@@ -115,7 +118,7 @@ class PairDataset(Dataset):
         return len(self.pairs)
 
     def _item(self, image: Path, prompt: str) -> PreparedItem:
-        prepared = prepare_image(image, allow_urls=False)
+        prepared = prepare_image(image, LOCAL_FILES)
         return PreparedItem(self.tokenizer.encode_one(prompt, prepared.num_tokens), prepared)
 
     def __getitem__(self, index: int) -> tuple[PreparedItem, PreparedItem, bool]:

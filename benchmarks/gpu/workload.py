@@ -16,6 +16,7 @@ from PIL import Image
 
 from hpsv3_serve.batching import Batch, PreparedItem, collate
 from hpsv3_serve.inputs import prepare_image
+from hpsv3_serve.limits import InputLimits
 from hpsv3_serve.prompt import IMAGE_PAD_TOKEN_ID, PAD_TOKEN_ID, REWARD_TOKEN_ID
 
 IMAGE_SIZES = ((1024, 1024), (1920, 1080), (768, 1344), (1216, 832))  # width × height
@@ -74,7 +75,7 @@ def token_ids(request: Request, image_tokens: int) -> np.ndarray:
 
 def prepare(request: Request) -> PreparedItem:
     """Decode, resize and patchify the request's JPEG and build its ids (runs in a worker process)."""
-    image = prepare_image(_JPEGS[request.image], allow_urls=False)
+    image = prepare_image(_JPEGS[request.image], InputLimits(allow_urls=False))
     return PreparedItem(input_ids=token_ids(request, image.num_tokens), image=image)
 
 
