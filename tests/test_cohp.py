@@ -97,7 +97,7 @@ def test_a_generator_that_cannot_load_is_skipped(
 def test_prompts_file_interrupted_and_restarted_skips_finished_prompts(
     tiny_server: TritonServer, tiny_cache: Path, tmp_path: Path
 ):
-    prompts = [f"a watercolor of a lighthouse number {i}" for i in range(3)]
+    prompts = [f"a watercolor of a lighthouse number {i}" for i in range(8)]
     (tmp_path / "prompts.txt").write_text("\n".join(prompts) + "\n")
     output = tmp_path / "out"
     command = [sys.executable, str(ROOT / "cohp" / "run.py"), "--server", tiny_server.grpc_url, "--prompts",
