@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from hpsv3_serve.files import write_atomic, write_text_atomic
 
 
 @dataclass
@@ -24,23 +25,12 @@ class Report:
         never half of one); returns their paths."""
         output.mkdir(parents=True, exist_ok=True)
         written = [output / f"{self.name}.json", output / f"{self.name}.md"]
-        _atomic(written[0], lambda tmp: tmp.write_text(json.dumps(self.result, indent=1, ensure_ascii=False) + "\n",
-                                                       encoding="utf-8"))  # fmt: skip
-        _atomic(written[1], lambda tmp: tmp.write_text(self.markdown, encoding="utf-8"))
+        write_text_atomic(written[0], json.dumps(self.result, indent=1, ensure_ascii=False) + "\n")
+        write_text_atomic(written[1], self.markdown)
         if self.chart is not None:
             written.append(output / f"{self.name}.png")
-            _atomic(written[-1], self.chart)
+            write_atomic(written[-1], self.chart)
         return written
-
-
-def _atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """`write` into a temporary file beside `path`, then rename it over `path` (atomic on POSIX)."""
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")  # same suffix: matplotlib picks the format from it
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[object]], numeric_from: int = 1) -> list[str]:

@@ -4,23 +4,19 @@ contact sheet PNG with one row per generator and per img2img round, scores under
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+
+from hpsv3_serve.files import write_text_atomic
 
 THUMB, LABEL, PAD = 128, 28, 6
 KEPT, BEST_ROW, TEXT = (220, 30, 30), (30, 120, 220), (20, 20, 20)
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    """Write `data` as JSON to `path` through a temporary file and a rename: readers see all or nothing."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w", encoding="utf-8") as file:
-        json.dump(data, file, ensure_ascii=False, indent=2)
-        file.write("\n")
-    os.replace(temporary, path)
+    """Write `data` as JSON to `path`, all or nothing."""
+    write_text_atomic(path, json.dumps(data, ensure_ascii=False, indent=2) + "\n")
 
 
 def _rows(report: dict) -> list[tuple[str, list[dict]]]:

@@ -41,6 +41,16 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _resume_advice(output_dir: str) -> str:
+    """What a rerun after an interruption continues from (checkpoints are complete or ignored)."""
+    from .trainer import last_checkpoint
+
+    found = last_checkpoint(output_dir)
+    if found is None:
+        return f"no complete checkpoint in {output_dir} yet: rerun the same command to start again"
+    return f"rerun with train.resume_from_checkpoint=true to continue from {found}"
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = build_parser(prog).parse_args(argv)
     name = prog or "hpsv3 train"
@@ -51,7 +61,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             return 0
         from .pipeline import run  # torch + transformers: only when training
 
-        metrics = run(config)
+        try:
+            metrics = run(config)
+        except KeyboardInterrupt:  # Ctrl-C: finished checkpoints stay, a half-saved one is passed over on resume
+            print(f"{name}: interrupted; {_resume_advice(config.train['output_dir'])}", file=sys.stderr)
+            return 130
     except (ConfigError, DataError, HPSv3Error) as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ import yaml
 from torch import nn
 
 from hpsv3_serve.checkpoint import BASE_FILES, CHECKPOINT_FILE, DTYPES, save_official
+from hpsv3_serve.files import write_text_atomic
 from hpsv3_serve.model import HPSv3RewardModel
 
 from .model_setup import RewardRowEmbedding
@@ -50,7 +51,7 @@ def write_output(
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = out / CHECKPOINT_FILE
     save_official(trained_state(model, dtype), checkpoint, lm_head=lm_head)
-    (out / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    write_text_atomic(out / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
     (out / BASE_DIR).mkdir(exist_ok=True)
     for name in BASE_FILES:
         if (base / name).is_file():

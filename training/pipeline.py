@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from transformers import TrainingArguments
 
+from hpsv3_serve.files import write_text_atomic
 from hpsv3_serve.prompt import PromptTokenizer
 
 from .config import TrainConfig
@@ -43,7 +44,8 @@ def resume_point(config: TrainConfig) -> str | None:
         found = last_checkpoint(config.train["output_dir"])
         if found is None:
             raise ConfigError(
-                f"resume_from_checkpoint=true but {config.train['output_dir']} has no checkpoint-N folder"
+                f"resume_from_checkpoint=true but {config.train['output_dir']} has no complete checkpoint-N folder "
+                "(one with trainer_state.json)"
             )
         return found
     if resume and not Path(resume).is_dir():
@@ -112,5 +114,5 @@ def run(config: TrainConfig) -> dict:
     if trainer.args.should_save:
         checkpoint = write_output(model, out, base, config.to_dict(), config.model.dtype, lm_head)
         metrics["checkpoint"] = str(checkpoint)
-        (out / METRICS_FILE).write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")
+        write_text_atomic(out / METRICS_FILE, json.dumps(metrics, indent=1) + "\n")
     return metrics

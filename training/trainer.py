@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 from transformers import EvalPrediction, Trainer
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .losses import LOSSES
@@ -93,10 +94,14 @@ class RewardTrainer(Trainer):
 
 
 def last_checkpoint(output_dir: str) -> str | None:
-    """The newest `checkpoint-N` folder in output_dir, or None."""
+    """The newest complete `checkpoint-N` folder in output_dir, or None. Trainer writes trainer_state.json
+    last, so a folder without it was cut off mid-save (Ctrl-C, a killed job) and is passed over."""
     if not os.path.isdir(output_dir):
         return None
     steps = [
-        int(name.split("-")[-1]) for name in os.listdir(output_dir) if name.startswith(PREFIX_CHECKPOINT_DIR + "-")
+        int(name.split("-")[-1])
+        for name in os.listdir(output_dir)
+        if name.startswith(PREFIX_CHECKPOINT_DIR + "-")
+        and os.path.isfile(os.path.join(output_dir, name, TRAINER_STATE_NAME))
     ]
     return os.path.join(output_dir, f"{PREFIX_CHECKPOINT_DIR}-{max(steps)}") if steps else None
