@@ -33,6 +33,7 @@ from hpsv3_serve.engines.onnx_engine import (
 )
 from hpsv3_serve.engines.torch_engine import TorchEngine
 from hpsv3_serve.errors import HPSv3Error
+from hpsv3_serve.files import write_text_atomic
 from hpsv3_serve.inputs import PATCH_BYTES, prepare_image, vision_position_ids
 from hpsv3_serve.model import HPSv3RewardModel
 from hpsv3_serve.prompt import PromptTokenizer
@@ -172,9 +173,9 @@ def export_onnx(
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")  # verification reads it
     try:
         manifest["parity"] = verify(model, PromptTokenizer.from_base(base), out, tolerance or DEFAULT_TOLERANCE[dtype])
-    except ExportParityError:
-        (out / MANIFEST_FILE).unlink()  # an unverified export must not look complete
+    except BaseException:  # parity off, or Ctrl-C while verifying: an unverified export must not look complete
+        (out / MANIFEST_FILE).unlink()
         raise
     manifest["export_seconds"] = round(time.perf_counter() - started, 1)
-    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    write_text_atomic(out / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -179,6 +179,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except HPSv3Error as exc:
         print(f"hpsv3 serve: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before the server ran (export, download): an unfinished export is redone next time
+        print("hpsv3 serve: interrupted before serving; rerun the same command to go on", file=sys.stderr)
+        return 130
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:

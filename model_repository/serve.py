@@ -39,11 +39,13 @@ class ServeOptions:
 
 
 def current_export(artifacts: Path) -> dict:
-    """The manifest of a complete export in this version's format, else {} (export again)."""
+    """The manifest of a complete, verified export in this version's format, else {} (export again). A process
+    killed mid-export leaves no manifest, or one without the parity record that verification adds last."""
     try:
-        return read_manifest(artifacts)
+        manifest = read_manifest(artifacts)
     except ModelLoadError:
         return {}
+    return manifest if "parity" in manifest else {}
 
 
 def ensure_artifacts(checkpoint: Path, base: Path, workdir: Path, say: Callable[[str], None] = print) -> Path:

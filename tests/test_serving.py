@@ -162,3 +162,31 @@ def test_serve_re_exports_only_when_the_source_changed(tiny: Path, tiny_checkpoi
     ensure_artifacts(tiny_checkpoint, tiny / "base", tmp_path, said.append)
     assert any("exporting" in line for line in said)
     assert read_manifest(tmp_path / "onnx")["source_sha256"] == read_manifest(tiny_artifacts)["source_sha256"]
+
+
+def test_ctrl_c_during_the_export_leaves_nothing_that_looks_complete(tiny: Path, tiny_checkpoint: Path,
+                                                                     tmp_path: Path) -> None:  # fmt: skip
+    """SIGINT while `hpsv3 serve` exports: exit 130 with advice; the next start exports again, whole. A manifest
+    without its parity record (a process killed while verifying) is not trusted either."""
+    from hpsv3_repository.serve import current_export, ensure_artifacts
+
+    hpsv3 = str(Path(sys.executable).with_name("hpsv3"))
+    ports = [str(free_port()) for _ in range(3)]
+    serve = subprocess.Popen(
+        [hpsv3, "serve", "--checkpoint", str(tiny_checkpoint), "--base", str(tiny / "base"), "--workdir",
+         str(tmp_path), "--grpc-port", ports[0], "--http-port", ports[1], "--metrics-port", ports[2]],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert "exporting ONNX artifacts" in serve.stdout.readline()
+    serve.send_signal(signal.SIGINT)  # as Ctrl-C, in the middle of the export
+    output, _ = serve.communicate(timeout=120)
+    assert serve.returncode == 130 and "interrupted before serving; rerun the same command" in output, output
+    assert current_export(tmp_path / "onnx") == {}
+
+    said: list[str] = []
+    ensure_artifacts(tiny_checkpoint, tiny / "base", tmp_path, said.append)
+    assert "exporting" in said[0] and "parity" in read_manifest(tmp_path / "onnx")
+    unverified = read_manifest(tmp_path / "onnx")
+    del unverified["parity"]
+    (tmp_path / "onnx" / MANIFEST_FILE).write_text(json.dumps(unverified))
+    assert current_export(tmp_path / "onnx") == {}

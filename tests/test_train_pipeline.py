@@ -158,6 +158,48 @@ def test_served_checkpoint_gives_the_in_process_accuracy(trained: Path, colours:
     assert overall["accuracy"] == pytest.approx(in_training, abs=1e-12)
 
 
+def test_ctrl_c_leaves_finished_checkpoints_and_a_rerun_resumes_past_a_half_saved_one(
+    tiny: Path, colours: Path, tmp_path: Path
+) -> None:
+    """SIGINT mid-run: exit 130 naming the checkpoint to resume from, no output half-written; a checkpoint cut
+    off mid-save (no trainer_state.json) is passed over; the rerun resumes and finishes the run."""
+    out = tmp_path / "run"
+    hpsv3 = str(Path(sys.executable).with_name("hpsv3"))
+    command = [hpsv3, "train", *_args(tiny, colours, out), "train.max_steps=16", "train.save_steps=4",
+               "train.eval_steps=16", "train.logging_steps=2"]  # fmt: skip
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while not (out / "checkpoint-4" / "trainer_state.json").is_file() and first.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
+        time.sleep(0.1)
+    first.send_signal(signal.SIGINT)  # as Ctrl-C
+    _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 130, stderr[-2000:]
+    done = sorted(int(p.parent.name.split("-")[1]) for p in out.glob("checkpoint-*/trainer_state.json"))
+    assert done and done[-1] < 16, f"interrupted before the end, finished checkpoints: {done}"
+    assert f"resume_from_checkpoint=true to continue from {out / f'checkpoint-{done[-1]}'}" in stderr, stderr
+    assert not (out / "HPSv3.safetensors").exists() and not (out / "metrics.json").exists()
+    assert not list(out.rglob("*.partial")) and not list(out.rglob(".*.tmp*")), "nothing half-written"
+
+    finished = {step: out / f"checkpoint-{step}" / "trainer_state.json" for step in done}
+    finished = {step: state.stat().st_mtime_ns for step, state in finished.items()}
+    half_saved = out / f"checkpoint-{done[-1] + 4}"  # as if Ctrl-C came during the next save
+    shutil.rmtree(half_saved, ignore_errors=True)
+    half_saved.mkdir()
+    (half_saved / "model.safetensors").write_bytes(b"\0" * 100)
+    second = subprocess.run([*command, "train.resume_from_checkpoint=true"], capture_output=True, text=True,
+                            timeout=900)  # fmt: skip
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert _metrics(out)["global_step"] == 16
+    resaved = {step: (out / f"checkpoint-{step}" / "trainer_state.json").stat().st_mtime_ns for step in done}
+    assert resaved == finished, "resumed from the last finished checkpoint, earlier ones not redone"
+    assert (half_saved / "trainer_state.json").is_file(), "the half-saved checkpoint was saved again, whole"
+    history = json.loads((out / "checkpoint-16" / "trainer_state.json").read_text())["log_history"]
+    assert [e["step"] for e in history if "loss" in e] == list(range(2, 17, 2)), "one run, steps counted on"
+    scorer = Scorer.from_pretrained(out / "HPSv3.safetensors", out / "base")
+    assert len(scorer([colours / "images" / "test-0000-a.png"], "a red square")) == 1
+
+
 def test_script_and_verb_teach_their_usage() -> None:
     for command in ([sys.executable, str(REPO_ROOT / "training" / "train.py"), "--help"],
                     [str(Path(sys.executable).with_name("hpsv3")), "train", "--help"]):  # fmt: skip
