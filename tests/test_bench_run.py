@@ -274,7 +274,7 @@ def _result_lines(cache: Path) -> int:
     return cache.read_text().count("\n") - 1 if cache.is_file() else 0  # minus the header
 
 
-def test_a_killed_run_resumes_scores_nothing_twice_and_ends_the_same(
+def test_an_interrupted_run_resumes_scores_nothing_twice_and_ends_the_same(
     tiny_server: TritonServer, scorer: Scorer, tmp_path: Path
 ) -> None:
     paths = [_image(tmp_path / "images" / f"{i:02d}.png", 20 + i) for i in range(32)]
@@ -284,16 +284,18 @@ def test_a_killed_run_resumes_scores_nothing_twice_and_ends_the_same(
             str(tmp_path / "images" / "test.json"), "--output", str(tmp_path / "out")]  # fmt: skip
     cache = tmp_path / "out" / "scores.jsonl"
 
-    first = subprocess.Popen([HPSV3, "bench", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen([HPSV3, "bench", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while _result_lines(cache) < 3 and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
-    first.send_signal(signal.SIGKILL)
-    first.wait(30)
+    first.send_signal(signal.SIGINT)  # as Ctrl-C
+    _, stderr = first.communicate(timeout=30)
+    assert first.returncode == 130 and "interrupted; what was scored is in" in stderr, stderr[-2000:]
+    assert not list((tmp_path / "out").glob("pairs.*")), "no report from an unfinished run"
     cached = _result_lines(cache)
-    assert 3 <= cached < 32, f"the run should be killed halfway, not after {cached} of 32 scores"
+    assert 3 <= cached < 32, f"the run should be stopped halfway, not after {cached} of 32 scores"
     with cache.open("a") as handle:
-        handle.write('{"image_sha256": "0123')  # as if killed in the middle of a line
+        handle.write('{"image_sha256": "0123')  # as if killed (SIGKILL, power cut) in the middle of a line
     served_before = server_snapshot(tiny_server.grpc_url)["hpsv3"]["requests"]
 
     resumed = subprocess.run([sys.executable, str(RUN_PY), *args], capture_output=True, text=True, timeout=300)
