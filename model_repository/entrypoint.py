@@ -14,8 +14,10 @@ Each start, under --cache (a volume; replicas sharing it take turns through a lo
                                TensorRT version, GPU model
   5. --repository              the Triton repository rendered for the target (pod-local, never shared)
 
-then `exec tritonserver` (gpu) or the nvidia-pytriton server (cpu). The server binds --host, 0.0.0.0 by
-default: inside a container the published ports (docker -p, a Kubernetes Service) decide who reaches it.
+then run tritonserver (the image's for gpu, nvidia-pytriton's for cpu) with every model loaded under explicit
+model control, and a watchdog that reloads a Python-backend model whose stub process died (as `hpsv3 serve`
+does; Triton itself would only fail its requests); SIGTERM stops it cleanly. The server binds --host, 0.0.0.0
+by default: inside a container the published ports (docker -p, a Kubernetes Service) decide who reaches it.
 Health: GET :8000/v2/health/ready (all models loaded) and /v2/health/live; metrics on :8002/metrics.
 """
 
@@ -48,6 +50,8 @@ from hpsv3_serve.checkpoint import DEFAULT_BASE, DEFAULT_CHECKPOINT, resolve_bas
 from hpsv3_serve.errors import HPSv3Error
 
 from .build import ENGINES_DIR, TARGETS, VLLM_DIR, render, settings_for
+from .serve import serve_forever
+from .server import TritonServer
 
 DEFAULT_CACHE = "/models/cache"
 ENGINES = ("vision_encoder", "reward_head")
@@ -200,39 +204,29 @@ def prepare(args: argparse.Namespace, report: Say = say) -> Path:
     return repository
 
 
-def tritonserver_command(repository: Path, args: argparse.Namespace) -> list[str]:
-    """The server command: every model loaded at start, not ready until all are, exits if one fails to load."""
-    return [
-        "tritonserver",
-        f"--model-repository={repository}",
-        "--model-control-mode=none",
-        "--strict-readiness=true",
-        "--exit-on-error=true",
-        f"--http-address={args.host}",
-        f"--http-port={args.http_port}",
-        f"--grpc-address={args.host}",
-        f"--grpc-port={args.grpc_port}",
-        f"--metrics-address={args.host}",
-        f"--metrics-port={args.metrics_port}",
-        *args.tritonserver_args,
-    ]
-
-
-def run_cpu(repository: Path, args: argparse.Namespace) -> int:
-    """Serve the CPU repository with nvidia-pytriton's tritonserver until SIGTERM/SIGINT."""
-    from .serve import serve_forever
-    from .server import TritonServer
-
-    server = TritonServer(
+def make_server(repository: Path, args: argparse.Namespace, binary: str | None = None) -> TritonServer:
+    """The server for the rendered repository: every model loaded at start (explicit model control, so the stub
+    watchdog can reload one), not ready until all are, exiting if one fails to load. `binary`: the image's
+    tritonserver (gpu); None: nvidia-pytriton's (cpu)."""
+    return TritonServer(
         repository,
         host=args.host,
         grpc_port=args.grpc_port,
         http_port=args.http_port,
         metrics_port=args.metrics_port,
         workdir=args.repository.with_name(args.repository.name + ".server"),
-        extra_args=args.tritonserver_args,
+        explicit_models=True,
+        extra_args=["--strict-readiness=true", "--exit-on-error=true", *args.tritonserver_args],
+        binary=binary,
     )
-    return serve_forever(server, say)
+
+
+def tritonserver_binary() -> str:
+    """The image's tritonserver (gpu target)."""
+    binary = shutil.which("tritonserver")
+    if binary is None:
+        raise DeployError("tritonserver is not on PATH: run this in the image built from docker/Dockerfile")
+    return binary
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -287,6 +281,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--http-port", type=int, default=8000, help="HTTP: inference, /v2/health/{ready,live}")
     parser.add_argument("--grpc-port", type=int, default=8001, help="gRPC: inference (hpsv3_client)")
     parser.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics (/metrics)")
+    parser.add_argument(
+        "--tritonserver",
+        default=env("HPSV3_TRITONSERVER"),
+        help="the tritonserver binary ($HPSV3_TRITONSERVER; default: the image's on PATH for gpu, "
+        "nvidia-pytriton's for cpu)",
+    )
+    parser.add_argument(
+        "--start-timeout",
+        type=float,
+        default=float(env("HPSV3_START_TIMEOUT", "1800")),
+        help="seconds for tritonserver to load every model, after the export and engine build "
+        "($HPSV3_START_TIMEOUT, default %(default)g)",
+    )
     parser.add_argument("--print-command", action="store_true", help="prepare everything, print the server command")
     parser.add_argument(
         "--tensorrt-requirement",
@@ -304,21 +311,15 @@ def main(argv: list[str] | None = None) -> int:
             print(tensorrt_requirement())
             return 0
         repository = prepare(args)
-        command = tritonserver_command(repository, args)
         if args.print_command:
-            print(" ".join(command))
+            print(" ".join(["tritonserver", *make_server(repository, args).arguments()]))
             return 0
-        if args.target == "cpu":
-            return run_cpu(repository, args)
-        binary = shutil.which("tritonserver")
-        if binary is None:
-            raise DeployError("tritonserver is not on PATH: run this in the image built from docker/Dockerfile")
-        say(f"starting: {' '.join(command)}")
-        os.execv(binary, command)
+        binary = args.tritonserver or (tritonserver_binary() if args.target == "gpu" else None)
+        server = make_server(repository, args, binary)
+        return serve_forever(server, say, start_timeout_s=args.start_timeout)
     except HPSv3Error as exc:
         print(f"hpsv3-entrypoint: error: {exc}", file=sys.stderr)
         return 2
-    return 0  # not reached: execv replaced this process
 
 
 if __name__ == "__main__":

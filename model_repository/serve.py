@@ -87,8 +87,9 @@ def prepare_server(checkpoint: Path, base: Path, workdir: Path, options: ServeOp
     )
 
 
-def serve_forever(server: TritonServer, say: Callable[[str], None] = print) -> int:
-    """Start, print the endpoint, and stop cleanly on SIGINT/SIGTERM (no orphaned stubs)."""
+def serve_forever(server: TritonServer, say: Callable[[str], None] = print, start_timeout_s: float = 180) -> int:
+    """Start (every model loaded within `start_timeout_s`), print the endpoint, watch the Python-backend stubs
+    (a model whose stub died is reloaded), and stop cleanly on SIGINT/SIGTERM (no orphaned stubs)."""
 
     def stop_on_signal(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
@@ -96,7 +97,7 @@ def serve_forever(server: TritonServer, say: Callable[[str], None] = print) -> i
     previous = signal.signal(signal.SIGTERM, stop_on_signal)
     watchdog: StubWatchdog | None = None
     try:
-        server.start()
+        server.start(start_timeout_s)
         watchdog = StubWatchdog(server.pid, server.grpc_url, say=say)  # reloads a model whose stub died
         watchdog.start()
         say(f"HPSv3 endpoint ready: gRPC {server.grpc_url}  HTTP {server.http_url}  metrics {server.metrics_url}")

@@ -109,6 +109,8 @@ class TritonServer:
 
     Ports set to None are disabled (gRPC cannot be). Logs (server and model stubs) go to
     `workdir/tritonserver.log`; without a `workdir` a temporary one is used and removed by a clean `stop()`.
+    `binary`: a tritonserver installed on the system (NVIDIA's image) instead of nvidia-pytriton's, run with its
+    own backends and environment, logging to this process's stdout (the container's log).
     """
 
     def __init__(
@@ -124,8 +126,10 @@ class TritonServer:
         explicit_models: bool = False,
         tls: GrpcTls | None = None,
         extra_args: Sequence[str] = (),
+        binary: str | os.PathLike | None = None,
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
+        self.binary = Path(binary) if binary is not None else None
         self.host = host
         self.grpc_port = grpc_port
         self.http_port = http_port
@@ -179,8 +183,9 @@ class TritonServer:
             raise ServerStartError(f"tritonserver is already running (pid {self.pid})")
         binary, backend_dir = self._prepare()
         env = self._environment()
-        command = [os.fspath(binary), *self._arguments(backend_dir)]
-        log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child, closed right after the fork
+        command = [os.fspath(binary), *self.arguments(backend_dir)]
+        # the log file is handed to the child and closed right after the fork; a system server logs to our stdout
+        log = open(self.log_path, "wb") if self.binary is None else None  # noqa: SIM115
         try:
             self._process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -189,14 +194,23 @@ class TritonServer:
         except OSError as exc:
             raise ServerStartError(f"cannot run {binary}: {exc}") from exc
         finally:
-            log.close()
+            if log is not None:
+                log.close()
         atexit.register(self.stop)
         self._wait_ready(timeout_s)
 
-    def _prepare(self) -> tuple[Path, Path]:
+    def _prepare(self) -> tuple[Path, Path | None]:
         """Check the installation and inputs, then lay out the work directory; returns (binary, backends dir)."""
         if not self.model_repository.is_dir():
             raise ServerStartError(f"model repository {self.model_repository} is not a directory")
+        self._check_ports()
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="hpsv3-triton-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.binary is not None:
+            if not self.binary.is_file():
+                raise ServerStartError(f"{self.binary} does not exist")
+            return self.binary, None
         dist, _ = _pytriton_paths()
         binary = dist / "bin" / "tritonserver"
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -207,6 +221,15 @@ class TritonServer:
                     f"{path} is missing: the nvidia-pytriton wheel has no build for Python {version}"
                 )
         _check_numpy()
+        backend_dir = self.workdir / "backends"
+        python_backend = backend_dir / "python"
+        shutil.rmtree(python_backend, ignore_errors=True)
+        shutil.copytree(dist / "backends" / "python", python_backend, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy2(stub, python_backend / stub.name)
+        (python_backend / stub.name).chmod(0o755)
+        return binary, backend_dir
+
+    def _check_ports(self) -> None:
         if self.tls is not None and self.tls.client_ca is not None and self.http_port is None:
             raise ServerStartError("mutual TLS on gRPC needs the HTTP port for readiness checks (give --http-port)")
         ports = {"grpc": self.grpc_port, "http": self.http_port, "metrics": self.metrics_port}
@@ -216,23 +239,14 @@ class TritonServer:
                     f"{kind} port {port} on {self.host} is already in use (another tritonserver or `hpsv3 serve`?); "
                     f"stop it or choose another port with --{kind}-port"
                 )
-        if self.workdir is None:
-            self.workdir = Path(tempfile.mkdtemp(prefix="hpsv3-triton-"))
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        backend_dir = self.workdir / "backends"
-        python_backend = backend_dir / "python"
-        shutil.rmtree(python_backend, ignore_errors=True)
-        shutil.copytree(dist / "backends" / "python", python_backend, ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copy2(stub, python_backend / stub.name)
-        (python_backend / stub.name).chmod(0o755)
-        return binary, backend_dir
 
-    def _arguments(self, backend_dir: Path) -> list[str]:
-        dist, _ = _pytriton_paths()
-        args = [
-            f"--model-repository={self.model_repository}",
-            f"--backend-directory={backend_dir}",
-            f"--cache-directory={dist / 'caches'}",
+    def arguments(self, backend_dir: Path | None = None) -> list[str]:
+        """tritonserver's arguments; `backend_dir`: the prepared nvidia-pytriton backends (None: the system's)."""
+        args = [f"--model-repository={self.model_repository}"]
+        if backend_dir is not None:
+            dist, _ = _pytriton_paths()
+            args += [f"--backend-directory={backend_dir}", f"--cache-directory={dist / 'caches'}"]
+        args += [
             f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
             f"--log-verbose={self.log_verbose}",
             f"--grpc-address={self.host}",
@@ -255,6 +269,8 @@ class TritonServer:
     def _environment(self) -> dict[str, str]:
         """The server's environment: our interpreter for the backend stub, the wheel's shared libraries."""
         env = dict(os.environ)
+        if self.binary is not None:
+            return env  # NVIDIA's image: its own stub, Python and libraries
         _, libs = _pytriton_paths()
         library_path = _prepend(libs, env.get("LD_LIBRARY_PATH"))
         libdir, soname = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("INSTSONAME")

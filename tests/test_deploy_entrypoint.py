@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -15,10 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from hpsv3_client import HPSv3Client
 from hpsv3_export import tensorrt_build
 from hpsv3_export.tensorrt_host import Gpu
 from hpsv3_repository import entrypoint
-from hpsv3_repository.server import free_port
+from hpsv3_repository.processes import python_stubs
+from hpsv3_repository.server import TritonServer, free_port
+
+from .conftest import IMAGES, TOY_REPOSITORY
 
 ROOT = Path(__file__).resolve().parent.parent
 TENSORRT = "10.16.0.1"
@@ -61,7 +66,8 @@ def test_gpu_start_builds_engines_once_then_reuses_everything(
     command = first.strip().splitlines()[-1].split()
     repository = cache.parent / "repository"
     assert command[:2] == ["tritonserver", f"--model-repository={repository}"]
-    for flag in ("--http-address=0.0.0.0", "--grpc-port=8001", "--metrics-port=8002", "--exit-on-error=true"):
+    for flag in ("--http-address=0.0.0.0", "--grpc-port=8001", "--metrics-port=8002", "--exit-on-error=true",
+                 "--model-control-mode=explicit", "--load-model=*"):  # fmt: skip
         assert flag in command
     plan = repository / "vision_encoder" / "1" / "model.plan"
     assert plan.resolve() == (cache / "serve" / "onnx" / "tensorrt" / "vision_encoder.plan").resolve()
@@ -153,23 +159,28 @@ def _get(url: str) -> int:
         return 0
 
 
+def _system_tritonserver(folder: Path) -> Path:
+    """A stand-in for the image's /opt/tritonserver/bin/tritonserver: nvidia-pytriton's binary, started with its
+    backends and libraries in place, as NVIDIA's image has them."""
+    helper = TritonServer(TOY_REPOSITORY, grpc_port=free_port(), http_port=None, metrics_port=None, workdir=folder)
+    binary, backends = helper._prepare()
+    env = helper._environment()
+    settings = " ".join(f"{name}={shlex.quote(env[name])}" for name in ("LD_LIBRARY_PATH", "PATH", "PYTHONPATH"))
+    own = [arg for arg in helper.arguments(backends) if arg.startswith(("--backend-directory", "--cache-directory"))]
+    script = folder / "tritonserver"
+    script.write_text(f'#!/bin/sh\nexec env {settings} {binary} {" ".join(own)} "$@"\n')
+    script.chmod(0o755)
+    return script
+
+
 @pytest.mark.slow
 def test_cpu_target_serves_through_the_shell_entrypoint(cache: Path, tiny: Path, tiny_checkpoint: Path) -> None:
-    """docker/entrypoint.sh → python -m hpsv3_repository.entrypoint → the real tritonserver, health endpoints up,
-    clean stop on SIGTERM (what `docker stop` and Kubernetes send)."""
-    http = free_port()
-    ports = [
-        "--host",
-        "127.0.0.1",
-        "--instances",
-        "1",
-        "--http-port",
-        str(http),
-        "--grpc-port",
-        str(free_port()),
-        "--metrics-port",
-        str(free_port()),
-    ]
+    """docker/entrypoint.sh → python -m hpsv3_repository.entrypoint → a system tritonserver (as in the image),
+    its log on the container's stdout, health endpoints up; a killed Python stub is reloaded by the watchdog and
+    the endpoint scores again; clean stop on SIGTERM (what `docker stop` and Kubernetes send)."""
+    http, grpc = free_port(), free_port()
+    ports = ["--host", "127.0.0.1", "--instances", "1", "--http-port", str(http), "--grpc-port", str(grpc),
+             "--metrics-port", str(free_port()), "--tritonserver", str(_system_tritonserver(cache.parent))]  # fmt: skip
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     log = cache.parent / "entrypoint.log"
     with log.open("w") as out:
@@ -185,6 +196,13 @@ def test_cpu_target_serves_through_the_shell_entrypoint(cache: Path, tiny: Path,
             time.sleep(0.5)
         for path in ("/v2/health/ready", "/v2/health/live", "/v2/models/hpsv3/ready"):
             assert _get(f"http://127.0.0.1:{http}{path}") == 200, path
+        assert "Started GRPCInferenceService" in log.read_text(), "the server's own log is on stdout"
+        os.kill(python_stubs(process.pid)["preprocess"][0], signal.SIGKILL)
+        while "'preprocess' is back after" not in log.read_text():
+            assert time.monotonic() < deadline + 60, f"preprocess not reloaded\n{log.read_text()}"
+            time.sleep(0.5)
+        (result,) = HPSv3Client(f"127.0.0.1:{grpc}").score([IMAGES / "square_512.png"], "a fox")
+        assert result.ok, result.error
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
