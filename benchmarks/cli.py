@@ -10,6 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
+from hpsv3_serve.client_tls import add_tls_arguments
 from hpsv3_serve.errors import HPSv3Error
 
 from . import formats, latency, soak
@@ -94,6 +95,7 @@ def _add_common(parser: argparse.ArgumentParser, defaults: bool) -> None:
         "--concurrency", type=_positive, default=default(16), metavar="N", help="requests in flight (default 16)"
     )
     group.add_argument("--timeout", type=float, default=default(120.0), metavar="S", help="s per request (default 120)")
+    add_tls_arguments(group, default=default(None))
     group.add_argument("--output", type=Path, default=default(None), metavar="DIR", help="default hpsv3-bench/TASK")
     group.add_argument(
         "--cache",
@@ -217,12 +219,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.endpoint:
         parser.error("--endpoint HOST:PORT is required (the gRPC address of the server, e.g. 127.0.0.1:8001)")
+    if args.run in (latency.run_latency, soak.run_soak) and (args.tls_root_cert or args.tls_client_cert):
+        parser.error("latency and soak drive plain gRPC (soak: loopback only); the --tls-* flags are for pairs, "
+                     "ranking and generation")  # fmt: skip
     args.output = args.output or Path("hpsv3-bench") / args.task
     args.cache = args.cache or args.output / "scores.jsonl"
     started = time.perf_counter()
     try:
         report: Report = args.run(args)
-    except (DataError, CacheError, ScoringError, HPSv3Error) as exc:
+    except (DataError, CacheError, ScoringError, HPSv3Error) as exc:  # TlsConfigError is an HPSv3Error
         print(f"{parser.prog}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -87,7 +87,7 @@ def run_generation(args: argparse.Namespace) -> Report:
     items = [(refs[image], prompt) for image, prompt in prompts.items() if prompt is not None]
     cache = ScoreCache(args.cache)
     try:
-        scores = score_items(items, cache, Endpoint(args.endpoint, args.model, args.concurrency, args.timeout))
+        scores = score_items(items, cache, Endpoint.from_args(args))
     finally:
         cache.close()
     generators = {}

@@ -78,7 +78,7 @@ def markdown(title: str, result: dict) -> str:
 def _report(task: str, title: str, pairs: list[Pair], args: argparse.Namespace, extra: dict) -> Report:
     decided = [pair for pair in pairs if not pair.human_tie]
     items = [(image, pair.prompt) for pair in decided for image in (pair.chosen, pair.rejected)]
-    endpoint = Endpoint(args.endpoint, args.model, args.concurrency, args.timeout)
+    endpoint = Endpoint.from_args(args)
     cache = ScoreCache(args.cache)
     try:
         scores = score_items(items, cache, endpoint)

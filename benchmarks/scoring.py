@@ -3,6 +3,7 @@ content, prompt) is scored once, ever; missing files and failed items are set as
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
 from collections.abc import Iterable
@@ -11,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tqdm import tqdm
+
+from hpsv3_serve.client_tls import tls_options
 
 from .cache import PROBE_PROMPT, Key, ScoreCache, probe_image
 from .formats import ImageRef
@@ -34,6 +37,12 @@ class Endpoint:
     model: str = "hpsv3"
     concurrency: int = 16
     timeout_s: float = 120.0
+    tls: dict = field(default_factory=dict)  # HPSv3Client's TLS keywords (hpsv3_serve.client_tls)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Endpoint:
+        """From the common flags: --endpoint, --model, --concurrency, --timeout, --tls-*."""
+        return cls(args.endpoint, args.model, args.concurrency, args.timeout, tls_options(args))
 
 
 @dataclass
@@ -122,7 +131,7 @@ async def _score(endpoint: Endpoint, cache: ScoreCache, distinct: list[Item], sc
     from hpsv3_client import HPSv3Client
 
     options = {"model": endpoint.model, "concurrency": endpoint.concurrency, "timeout_s": endpoint.timeout_s}
-    async with HPSv3Client(endpoint.url, **options) as client:
+    async with HPSv3Client(endpoint.url, **options, **endpoint.tls) as client:
         await _check_model(client, endpoint, cache)  # before reading thousands of images: fail fast
         present = [image for image in dict.fromkeys(image for image, _ in distinct) if not image.missing]
         keys = await asyncio.to_thread(_content_keys, distinct, present, scores)

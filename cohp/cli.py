@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpsv3_client import ModelNotReadyError, ServerUnavailableError
+from hpsv3_serve.client_tls import TlsConfigError, add_tls_arguments, tls_options
 
 if TYPE_CHECKING:
     from .generators import Generator
@@ -65,6 +66,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--server", required=True, metavar="HOST:PORT", help="gRPC address of the hpsv3 endpoint")
     parser.add_argument("--model-name", default="hpsv3", help="served model name (default: hpsv3)")
+    add_tls_arguments(parser)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompt", help="one prompt")
     source.add_argument("--prompts", type=Path, metavar="FILE", help='one prompt per line (or JSONL {"prompt"})')
@@ -131,18 +133,21 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         prompts = [args.prompt] if args.prompt is not None else read_prompts(args.prompts)
         generators = resolve(args.model_list, tiny=args.tiny is not None)
         check_strengths(generators, settings.strengths)
-    except (OSError, ValueError) as exc:
+        tls = tls_options(args)
+    except (OSError, ValueError, TlsConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     _quiet_libraries()
     try:
-        return _run(args, prompts, generators, settings)
+        return _run(args, prompts, generators, settings, tls)
     except KeyboardInterrupt:
         print("interrupted: finished prompts are kept; rerun the same command to resume", file=sys.stderr)
         return 130
 
 
-def _run(args: argparse.Namespace, prompts: list[str], generators: list[Generator], settings: Settings) -> int:
+def _run(
+    args: argparse.Namespace, prompts: list[str], generators: list[Generator], settings: Settings, tls: dict
+) -> int:
     """Check the endpoint, then run each prompt not finished yet; write OUTPUT/summary.json."""
     from .generators import tiny_weights
     from .loop import NoGeneratorError, run_prompt
@@ -150,7 +155,7 @@ def _run(args: argparse.Namespace, prompts: list[str], generators: list[Generato
     from .scoring import BackgroundScorer, ScoreError
     from .tiny_pipelines import default_root
 
-    with BackgroundScorer(args.server, model=args.model_name) as scorer:
+    with BackgroundScorer(args.server, model=args.model_name, **tls) as scorer:
         try:
             scorer.check(args.timeout)  # before any generation
         except (ServerUnavailableError, ModelNotReadyError) as exc:

@@ -19,8 +19,8 @@ class ScoreError(RuntimeError):
 class BackgroundScorer:
     """`submit(image, prompt)` returns at once with a Future of mu; requests run on a background loop."""
 
-    def __init__(self, url: str, model: str = "hpsv3", timeout_s: float = 120.0) -> None:
-        self.client = HPSv3Client(url, model=model, timeout_s=timeout_s)
+    def __init__(self, url: str, model: str = "hpsv3", timeout_s: float = 120.0, **tls: object) -> None:
+        self.client = HPSv3Client(url, model=model, timeout_s=timeout_s, **tls)  # tls: hpsv3_serve.client_tls
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="cohp-scoring", daemon=True)
         self._thread.start()

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import __version__
+from .client_tls import add_tls_arguments, tls_options
 from .limits import DEFAULT_LIMITS, InputLimits
 from .results import format_table
 
@@ -63,8 +64,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         if args.endpoint:
             from hpsv3_client import HPSv3Client
 
-            tls = {"ssl": True, "root_certificates": args.tls_root_cert, "private_key": args.tls_client_key,
-                   "certificate_chain": args.tls_client_cert} if args.tls_root_cert else {}  # fmt: skip
+            tls = tls_options(args)
             client = HPSv3Client(args.endpoint, concurrency=args.concurrency, timeout_s=args.timeout, **tls)
             scored = iter(client.score(images, prompts, progress=True))
         elif args.backend == "vllm":
@@ -245,9 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "cover for each other")  # fmt: skip
     score.add_argument("--concurrency", type=int, default=16, help="requests in flight (--endpoint)")
     score.add_argument("--timeout", type=float, default=60.0, help="seconds per request (--endpoint)")
-    score.add_argument("--tls-root-cert", help="--endpoint over TLS: CA or server certificate (PEM) to trust")
-    score.add_argument("--tls-client-cert", help="mutual TLS: this client's certificate (PEM)")
-    score.add_argument("--tls-client-key", help="mutual TLS: this client's private key (PEM)")
+    add_tls_arguments(score)
     _add_limits(score)
     score.set_defaults(func=cmd_score)
 

@@ -60,3 +60,22 @@ def test_tls_files_must_exist(tmp_path: Path) -> None:
                           workdir=tmp_path, tls=GrpcTls(tmp_path / "no.pem", tmp_path / "no.key"))  # fmt: skip
     with pytest.raises(ServerStartError, match=r"no\.pem does not exist"):
         server.start(timeout_s=10)
+
+
+def test_bench_scores_over_tls_and_refuses_bad_tls_flags(tls_server: TritonServer, tls_files: tuple[Path, Path],
+                                                         tmp_path: Path) -> None:  # fmt: skip
+    """`hpsv3 bench pairs` with --tls-root-cert (the toy model's mu is the image's byte count)."""
+    cert, _ = tls_files
+    big, small = sorted(IMAGES.iterdir(), key=lambda path: path.stat().st_size)[::-1][:2]
+    data = tmp_path / "pairs.json"
+    data.write_text(f'[{{"prompt": "p", "path1": "{big.name}", "path2": "{small.name}"}}]')
+    bench = [HPSV3, "bench", "--endpoint", tls_server.grpc_url, "--output", str(tmp_path / "out")]
+    done = subprocess.run([*bench, "--tls-root-cert", cert, "pairs", "--data", data, "--images-root", IMAGES],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert '"accuracy": 1.0' in (tmp_path / "out" / "pairs.json").read_text()
+    missing = subprocess.run([*bench, "--tls-root-cert", tmp_path / "none.pem", "pairs", "--data", data],
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert missing.returncode == 2 and "none.pem does not exist" in missing.stderr
+    soak = subprocess.run([*bench, "soak", "--tls-root-cert", cert], capture_output=True, text=True, timeout=120)
+    assert soak.returncode == 2 and "the --tls-* flags are for pairs, ranking and generation" in soak.stderr
