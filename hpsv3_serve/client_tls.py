@@ -16,8 +16,13 @@ class TlsConfigError(HPSv3Error):
 
 def add_tls_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, **defaults: object) -> None:
     """--tls-root-cert, --tls-client-cert, --tls-client-key (the server side: `hpsv3 serve --grpc-tls-cert`)."""
-    parser.add_argument("--tls-root-cert", type=Path, metavar="PEM", help="endpoint over TLS: CA or server certificate (PEM) to trust",
-                        **defaults)  # fmt: skip
+    parser.add_argument(
+        "--tls-root-cert",
+        type=Path,
+        metavar="PEM",
+        help="endpoint over TLS: CA or server certificate to trust",
+        **defaults,
+    )
     parser.add_argument(
         "--tls-client-cert", type=Path, metavar="PEM", help="mutual TLS: this client's certificate (PEM)", **defaults
     )
