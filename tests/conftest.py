@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,12 @@ from hpsv3_repository.build import render, settings_for
 from hpsv3_repository.server import TritonServer, free_port
 from hpsv3_serve.scorer import Scorer
 from hpsv3_serve.tiny import TINY_CHECKPOINT, make_tiny
+
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    # Run in the background (`make test &`, nohup), SIGINT is ignored, and children inherit that through exec:
+    # the tests' Ctrl-C (SIGINT to `hpsv3 serve`, `bench`, `cohp`, `train`) would do nothing. With a handler here
+    # instead, every child starts with the default again.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 TESTS = Path(__file__).parent
 IMAGES = TESTS / "fixtures" / "images"

@@ -36,8 +36,10 @@ def test_export_writes_a_parity_report(tiny_artifacts: Path) -> None:
     manifest = read_manifest(tiny_artifacts)
     parity = manifest["parity"]
     assert manifest["opset"] == 23 and manifest["dtype"] == "float32"
-    for stage in ("vision_encoder", "language_model", "reward_head", "chain_mu", "chain_log_sigma"):
+    for stage in ("chain_mu", "chain_log_sigma"):  # what users get: the scores, end to end
         assert 0 <= parity[stage] <= TOLERANCE, stage
+    for stage in ("vision_encoder", "language_model", "reward_head"):  # hidden states of magnitude ~1-10: ORT's
+        assert 0 <= parity[stage] <= 1e-4, stage  # thread count changes the summation order by ~1e-5 under load
     for graph in ("language_model", "vision_encoder"):  # the 7B ones pass protobuf's 2 GB limit
         assert (tiny_artifacts / f"{graph}.onnx.data").is_file(), f"{graph} weights live in external data"
 
