@@ -11,13 +11,13 @@ PERF_ANALYZER := build/perf_analyzer/bin/perf_analyzer
 # vLLM on CPU in tests: a 1 GiB KV cache is plenty for the tiny model
 VLLM_TEST_ENV := VLLM_CPU_KVCACHE_SPACE=1 VLLM_LOGGING_LEVEL=WARNING
 
-.PHONY: demo train-tiny test test-vllm perf-analyzer lint format golden clean
+.PHONY: demo train-tiny test test-vllm perf-analyzer chromium lint format golden clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0  # the CPU wheel; a bare `torch` would pull CUDA
-	$(PY) -m pip install --quiet -e ".[dev,serve,bench,deploy-checks,train,cohp]"
+	$(PY) -m pip install --quiet -e ".[dev,serve,bench,deploy-checks,train,cohp,demo]"
 	touch $@
 
 $(TINY_CKPT): $(STAMP)
@@ -25,13 +25,15 @@ $(TINY_CKPT): $(STAMP)
 
 demo: $(TINY_CKPT)
 	$(PY) examples/demo.py --tiny $(TINY) --workdir build/demo
+	@echo "web page: keep a server running (hpsv3 serve --checkpoint $(TINY_CKPT) --base $(TINY)/base), then"
+	@echo "  $(VENV)/bin/hpsv3 demo-ui --endpoint 127.0.0.1:8001   # http://127.0.0.1:7860 (README: Web demo)"
 
 # hpsv3 train on CPU: the tiny model learns the synthetic colour rule (training/configs/tiny.yaml, docs/TRAINING.md)
 train-tiny: $(TINY_CKPT)
 	test -f build/colours/train.json || $(PY) -m hpsv3_training.synthetic build/colours
 	$(VENV)/bin/hpsv3 train --config training/configs/tiny.yaml
 
-test: $(STAMP) $(VLLM_VENV)/.installed $(PERF_ANALYZER)
+test: $(STAMP) $(VLLM_VENV)/.installed $(PERF_ANALYZER) chromium
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	@# vLLM's tests (mostly engine start-up) run beside the main ones; their output follows the main summary
@@ -50,6 +52,10 @@ $(PERF_ANALYZER): scripts/setup_perf_analyzer.sh $(STAMP)
 	PYTHON=$(PY) bash scripts/setup_perf_analyzer.sh build/perf_analyzer
 
 perf-analyzer: $(PERF_ANALYZER)
+
+# Debian's chromium for the browser test of `hpsv3 demo-ui` (tests/test_demo_ui.py); skips when installed, needs root.
+chromium:
+	bash scripts/setup_chromium.sh
 
 test-vllm: $(VLLM_VENV)/.installed
 	$(VLLM_TEST_ENV) $(VLLM_VENV)/bin/python -m pytest -q -ra -p no:cacheprovider tests/test_vllm.py

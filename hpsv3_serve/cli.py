@@ -24,6 +24,7 @@ EPILOG = """examples:
   hpsv3 bench --endpoint 127.0.0.1:8001 pairs --data HPDv3/test.json   # accuracy, ranking, generators, latency
   hpsv3 train --config training/configs/tiny.yaml  # train / fine-tune on pair JSON (hpsv3 train --help)
   hpsv3 cohp --server 127.0.0.1:8001 --prompt "a red fox"   # better images: generators + img2img, scored
+  hpsv3 demo-ui --endpoint 127.0.0.1:8001          # web page on http://127.0.0.1:7860: upload, score, compare
 """
 
 
@@ -184,6 +185,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 130
 
 
+def cmd_demo_ui(args: argparse.Namespace) -> int:
+    from hpsv3_demo.launch import LOOPBACK, REPO_EXAMPLES, run, streamlit_command
+
+    if args.host not in LOOPBACK:
+        fetch = "" if args.no_urls else "; it also fetches pasted image URLs from this machine (see --no-urls)"
+        print(f"hpsv3 demo-ui: WARNING: binding to {args.host} lets anyone who reaches this machine use the page and "
+              f"the endpoint behind it{fetch}", file=sys.stderr)  # fmt: skip
+    examples = args.examples if args.examples is not None else REPO_EXAMPLES
+    print(f"hpsv3 demo-ui: http://{args.host}:{args.port} scores on {args.endpoint} (Ctrl-C stops)", file=sys.stderr)
+    return run(streamlit_command(args.endpoint, args.host, args.port, args.timeout, not args.no_urls, examples))
+
+
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     from .checkpoint import DEFAULT_BASE, DEFAULT_CHECKPOINT
 
@@ -302,6 +315,25 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--seed", type=int, default=0, help="weights seed (numpy PCG64)")
     tiny.add_argument("--tiktoken", type=Path, help="qwen.tiktoken path (default: cache or pip download)")
     tiny.set_defaults(func=cmd_make_tiny)
+
+    demo = verbs.add_parser(
+        "demo-ui",
+        help="web page over an endpoint: upload images, see mu and sigma ranked, compare two",
+        description="A Streamlit page that scores uploaded images (or http(s) URLs, or the built-in examples) "
+        "for a prompt on a served endpoint through HPSv3Client: a ranked table of mu and sigma, a bar chart, "
+        "and P(A preferred over B) for two of them. Works offline (no usage statistics, nothing fetched from "
+        "the internet). Binds to 127.0.0.1 unless --host says otherwise.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    demo.add_argument("--endpoint", default="127.0.0.1:8001", metavar="HOST:PORT[,HOST:PORT...]",
+                      help="the gRPC endpoint(s) to score on (hpsv3 serve)")  # fmt: skip
+    demo.add_argument("--host", default="127.0.0.1", help="address the page binds (0.0.0.0 exposes it: be sure)")
+    demo.add_argument("--port", type=int, default=7860, help="port of the page")
+    demo.add_argument("--timeout", type=float, default=60.0, help="seconds per request to the endpoint")
+    demo.add_argument("--no-urls", action="store_true", help="refuse pasted image URLs (uploads and examples only)")
+    demo.add_argument("--examples", type=Path, metavar="DIR",
+                      help="images/ and prompts.jsonl to offer; if not given, the repository's examples/")  # fmt: skip
+    demo.set_defaults(func=cmd_demo_ui)
 
     verbs.add_parser(
         "bench",
