@@ -17,6 +17,7 @@ import streamlit as st
 
 from hpsv3_client import HPSv3Client
 from hpsv3_demo import logic
+from hpsv3_serve.client_tls import add_tls_arguments, tls_options
 from hpsv3_serve.errors import HPSv3Error
 
 UPLOAD_TYPES = [suffix.lstrip(".") for suffix in logic.IMAGE_SUFFIXES]
@@ -29,6 +30,7 @@ def options() -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--no-urls", action="store_true")
     parser.add_argument("--examples", type=Path)
+    add_tls_arguments(parser)
     return parser.parse_args(sys.argv[1:])
 
 
@@ -59,7 +61,7 @@ def inputs(args: argparse.Namespace, examples: logic.Examples) -> tuple[str, lis
     return prompt, logic.collect(files, urls, picked, allow_urls=not args.no_urls)
 
 
-def score(endpoint: str, timeout_s: float, prompt: str, items: list[logic.Item]) -> None:
+def score(endpoint: str, timeout_s: float, prompt: str, items: list[logic.Item], tls: dict) -> None:
     """Score the items on the endpoint; keep the rows (or why nothing could be scored) in the session."""
     for key in ("failure", "rows"):
         st.session_state.pop(key, None)
@@ -69,7 +71,7 @@ def score(endpoint: str, timeout_s: float, prompt: str, items: list[logic.Item])
     sendable = [item.image for item in items if item.error is None]
     try:
         with st.spinner(f"Scoring {len(sendable)} image(s) on {endpoint} …"):
-            results = HPSv3Client(endpoint, timeout_s=timeout_s).score(sendable, prompt) if sendable else []
+            results = HPSv3Client(endpoint, timeout_s=timeout_s, **tls).score(sendable, prompt) if sendable else []
     except (HPSv3Error, ValueError) as exc:  # no server answers, the model is not served, a bad address
         st.session_state.failure = f"Cannot score on the endpoint {endpoint}: {exc}"
         return
@@ -142,7 +144,7 @@ def main() -> None:
         submitted = inputs(args, examples)
     if submitted is not None:
         prompt, items = submitted
-        score(args.endpoint, args.timeout, prompt, items)
+        score(args.endpoint, args.timeout, prompt, items, tls_options(args))
     with right:
         results()
 

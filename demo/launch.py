@@ -33,6 +33,7 @@ def streamlit_command(
     timeout_s: float = 60.0,
     allow_urls: bool = True,
     examples: Path | None = REPO_EXAMPLES,
+    tls: dict | None = None,
 ) -> list[str]:
     """The `python -m streamlit run` command line; the page's own arguments follow `--`."""
     settings = {**SETTINGS, "server.address": host, "server.port": str(port)}
@@ -43,6 +44,14 @@ def streamlit_command(
         command.append("--no-urls")
     if examples is not None and examples.is_dir():
         command += ["--examples", str(examples)]
+    flags = {
+        "root_certificates": "--tls-root-cert",
+        "certificate_chain": "--tls-client-cert",
+        "private_key": "--tls-client-key",
+    }
+    for key, flag in flags.items():
+        if (tls or {}).get(key):
+            command += [flag, tls[key]]
     return command
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import __version__
-from .client_tls import add_tls_arguments, tls_options
+from .client_tls import TlsConfigError, add_tls_arguments, tls_options
 from .limits import DEFAULT_LIMITS, InputLimits
 from .results import format_table
 
@@ -194,7 +194,12 @@ def cmd_demo_ui(args: argparse.Namespace) -> int:
               f"the endpoint behind it{fetch}", file=sys.stderr)  # fmt: skip
     examples = args.examples if args.examples is not None else REPO_EXAMPLES
     print(f"hpsv3 demo-ui: http://{args.host}:{args.port} scores on {args.endpoint} (Ctrl-C stops)", file=sys.stderr)
-    return run(streamlit_command(args.endpoint, args.host, args.port, args.timeout, not args.no_urls, examples))
+    try:
+        tls = tls_options(args)  # checked here, where the user sees the error, not on the page
+    except TlsConfigError as exc:
+        print(f"hpsv3 demo-ui: {exc}", file=sys.stderr)
+        return 2
+    return run(streamlit_command(args.endpoint, args.host, args.port, args.timeout, not args.no_urls, examples, tls))
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -333,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-urls", action="store_true", help="refuse pasted image URLs (uploads and examples only)")
     demo.add_argument("--examples", type=Path, metavar="DIR",
                       help="images/ and prompts.jsonl to offer; if not given, the repository's examples/")  # fmt: skip
+    add_tls_arguments(demo)
     demo.set_defaults(func=cmd_demo_ui)
 
     verbs.add_parser(

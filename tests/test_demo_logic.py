@@ -87,3 +87,12 @@ def test_demo_ui_command_binds_loopback_offline() -> None:
     assert page_args[:2] == ["--endpoint", "h:1"] and "--no-urls" in page_args
     assert page_args[page_args.index("--examples") + 1] == str(REPO_EXAMPLES)
     assert math.isfinite(float(page_args[page_args.index("--timeout") + 1]))
+
+
+def test_demo_ui_passes_tls_files_to_the_page() -> None:
+    tls = {"ssl": True, "root_certificates": "ca.pem", "private_key": "c.key", "certificate_chain": "c.pem"}
+    page_args = streamlit_command("h:1", tls=tls)
+    page_args = page_args[page_args.index("--") + 1 :]
+    for flag, value in (("--tls-root-cert", "ca.pem"), ("--tls-client-cert", "c.pem"), ("--tls-client-key", "c.key")):
+        assert page_args[page_args.index(flag) + 1] == value
+    assert "--tls-root-cert" not in streamlit_command("h:1")
