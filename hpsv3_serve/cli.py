@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Iterator
@@ -61,6 +62,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         return 2
     good = [pair for pair in pairs if isinstance(pair, tuple)]
     images, prompts = [image for image, _ in good], [prompt for _, prompt in good]
+    stop_engines = contextlib.ExitStack()  # engines with processes of their own (vLLM) stop before we exit
     try:
         if args.endpoint:
             from hpsv3_client import HPSv3Client
@@ -69,7 +71,9 @@ def cmd_score(args: argparse.Namespace) -> int:
             client = HPSv3Client(args.endpoint, concurrency=args.concurrency, timeout_s=args.timeout, **tls)
             scored = iter(client.score(images, prompts, progress=True))
         elif args.backend == "vllm":
-            scored = _vllm_scorer(args).iter_score(images, prompts)
+            vllm_scorer = _vllm_scorer(args)
+            stop_engines.callback(vllm_scorer.engine.close)
+            scored = vllm_scorer.iter_score(images, prompts)
         else:
             scorer = Scorer.from_pretrained(
                 args.checkpoint, args.base, args.device, args.dtype, args.batch_size, _limits(args)
@@ -80,13 +84,14 @@ def cmd_score(args: argparse.Namespace) -> int:
         return 2
     progress = tqdm(total=len(pairs), unit="img", disable=None if not args.endpoint else True, file=sys.stderr)
     rows = []
-    for pair in pairs:
-        result = next(scored) if isinstance(pair, tuple) else ScoreResult(image="", prompt="", error=pair)
-        row = result.to_dict()
-        rows.append(row)
-        progress.update()
-        if args.format == "jsonl":
-            print(json.dumps(row, ensure_ascii=False), flush=True)
+    with stop_engines:
+        for pair in pairs:
+            result = next(scored) if isinstance(pair, tuple) else ScoreResult(image="", prompt="", error=pair)
+            row = result.to_dict()
+            rows.append(row)
+            progress.update()
+            if args.format == "jsonl":
+                print(json.dumps(row, ensure_ascii=False), flush=True)
     progress.close()
     if args.format == "table":
         print(format_table(rows))

@@ -57,8 +57,10 @@ def reference(tiny: Path, tiny_checkpoint: Path):
 
 
 @pytest.fixture(scope="module")
-def engine(vllm_folder: Path) -> VllmEngine:
-    return VllmEngine(vllm_folder, "float32")
+def engine(vllm_folder: Path) -> Iterator[VllmEngine]:
+    engine = VllmEngine(vllm_folder, "float32")
+    yield engine
+    engine.close()
 
 
 def _golden_pairs(golden: dict) -> tuple[list[Path], list[str]]:

@@ -108,6 +108,11 @@ class VllmEngine:
             return image_prompt(ids, patches, grid)
         return embeds_prompt(ids, self.vision(patches, grid), grid)
 
+    def close(self) -> None:
+        """Stop vLLM's engine core (its process, sockets and threads) now: left to interpreter exit, its
+        teardown can abort the process ("terminate called without an active exception")."""
+        self.llm.llm_engine.engine_core.shutdown()
+
     def score(self, batch: Batch) -> np.ndarray:
         offsets = np.cumsum([0] + [h * w for _, h, w in batch.image_grid_thw])
         prompts = [self.prompt(batch, row, batch.patches[offsets[row] : offsets[row + 1]]) for row in range(len(batch))]
