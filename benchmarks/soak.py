@@ -13,7 +13,7 @@ language_model) of the local server; `hpsv3 serve`'s watchdog reloads the model 
 failed meanwhile. The report gives the recovery time: from the kill until the first request sent after it
 was answered.
 
-Only against a loopback endpoint (it saturates the server) and at most MAX_MINUTES.
+Only against a loopback endpoint (it saturates the server) and for at most 120 minutes (MAX_MINUTES).
 """
 
 from __future__ import annotations
