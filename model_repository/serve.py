@@ -98,7 +98,9 @@ def serve_forever(server: TritonServer, say: Callable[[str], None] = print, star
     watchdog: StubWatchdog | None = None
     try:
         server.start(start_timeout_s)
-        watchdog = StubWatchdog(server.pid, server.grpc_url, say=say)  # reloads a model whose stub died
+        watchdog = StubWatchdog(
+            server.pid, server.grpc_url, say=say, http_url=server.http_url
+        )  # reloads a model whose stub died
         watchdog.start()
         say(f"HPSv3 endpoint ready: gRPC {server.grpc_url}  HTTP {server.http_url}  metrics {server.metrics_url}")
         say(f"score with: hpsv3 score IMAGE --prompt TEXT --endpoint {server.grpc_url}   (Ctrl-C stops)")

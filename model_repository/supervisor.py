@@ -13,12 +13,14 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .processes import python_stubs
 
 RELOAD_MARKER = "hpsv3_reloaded_at"  # a model config parameter only the watchdog sets
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # our own server: never via a proxy
 
 
 @dataclass
@@ -35,10 +37,18 @@ class StubWatchdog(threading.Thread):
     """Reload any Python-backend model whose stubs died, while the server runs."""
 
     def __init__(
-        self, server_pid: int, grpc_url: str, interval_s: float = 1.0, say: Callable[[str], None] = print
+        self,
+        server_pid: int,
+        grpc_url: str,
+        interval_s: float = 1.0,
+        say: Callable[[str], None] = print,
+        http_url: str | None = None,
     ) -> None:
+        """`http_url`: reload through the server's HTTP port (plain, loopback) when it has one, so a gRPC port
+        that takes TLS only does not stop the watchdog; else through `grpc_url` in plain gRPC."""
         super().__init__(name="hpsv3-stub-watchdog", daemon=True)
         self.server_pid, self.grpc_url, self.interval_s, self.say = server_pid, grpc_url, interval_s, say
+        self.http_url = http_url
         self.expected = {model: len(pids) for model, pids in python_stubs(server_pid).items()}
         self.recoveries: list[Recovery] = []
         self._stop_event = threading.Event()
@@ -55,22 +65,42 @@ class StubWatchdog(threading.Thread):
                     self._reload(model, f"{count - len(live.get(model, []))} of {count} stub(s) died")
 
     def _reload(self, model: str, reason: str) -> None:
-        import tritonclient.grpc as grpcclient
         from tritonclient.utils import InferenceServerException
 
         self.say(f"hpsv3 serve: model {model!r}: {reason}; reloading it")
         started = time.monotonic()
         try:
-            with grpcclient.InferenceServerClient(self.grpc_url) as client:
-                # loading an unchanged model is a no-op: its own config with a fresh marker forces a new instance
-                config = client.get_model_config(model, as_json=True)["config"]
-                config.setdefault("parameters", {})[RELOAD_MARKER] = {"string_value": f"{time.time():.6f}"}
-                client.load_model(model, config=json.dumps(config), client_timeout=300)
+            (self._load_over_http if self.http_url else self._load_over_grpc)(model)
             ok = True
-        except InferenceServerException as exc:
+        except (InferenceServerException, OSError) as exc:
             ok = False
-            self.say(f"hpsv3 serve: reloading {model!r} failed: {exc.message()}; retrying in {self.interval_s:g} s")
+            detail = exc.message() if isinstance(exc, InferenceServerException) else str(exc)
+            self.say(f"hpsv3 serve: reloading {model!r} failed: {detail}; retrying in {self.interval_s:g} s")
         recovery = Recovery(model, reason, time.monotonic() - started, ok)
         self.recoveries.append(recovery)
         if ok:
             self.say(f"hpsv3 serve: model {model!r} is back after {recovery.seconds:.1f} s")
+
+    def _load_over_grpc(self, model: str) -> None:
+        import tritonclient.grpc as grpcclient
+
+        with grpcclient.InferenceServerClient(self.grpc_url) as client:
+            config = _marked(client.get_model_config(model, as_json=True)["config"])
+            client.load_model(model, config=json.dumps(config), client_timeout=300)
+
+    def _load_over_http(self, model: str) -> None:
+        """Triton's HTTP model repository API: GET the model's config, POST a load with it."""
+        with _DIRECT.open(f"{self.http_url}/v2/models/{model}/config", timeout=30) as response:
+            config = _marked(json.load(response))
+        body = json.dumps({"parameters": {"config": json.dumps(config)}}).encode()
+        request = urllib.request.Request(f"{self.http_url}/v2/repository/models/{model}/load", data=body,
+                                         headers={"Content-Type": "application/json"}, method="POST")  # fmt: skip
+        with _DIRECT.open(request, timeout=300) as response:
+            response.read()
+
+
+def _marked(config: dict) -> dict:
+    """The model's config with a fresh reload marker: loading an unchanged model is a no-op, a changed config
+    makes Triton start a new instance (new stubs)."""
+    config.setdefault("parameters", {})[RELOAD_MARKER] = {"string_value": f"{time.time():.6f}"}
+    return config

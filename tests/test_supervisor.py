@@ -6,27 +6,43 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from hpsv3_client import HPSv3Client
 from hpsv3_repository.processes import python_stubs
-from hpsv3_repository.server import TritonServer, free_port
+from hpsv3_repository.server import GrpcTls, TritonServer, free_port
 from hpsv3_repository.supervisor import StubWatchdog
 
 from .conftest import TOY_REPOSITORY
 
 
-def test_a_killed_stub_is_reloaded_and_no_request_is_lost(tmp_path: Path) -> None:
-    server = TritonServer(TOY_REPOSITORY, grpc_port=free_port(), http_port=None, metrics_port=None,
-                          workdir=tmp_path, explicit_models=True)  # fmt: skip
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    cert, key = folder / "server.pem", folder / "server.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True)  # fmt: skip
+    return cert, key
+
+
+@pytest.mark.parametrize("route", ["grpc", "http beside a TLS-only gRPC port"])
+def test_a_killed_stub_is_reloaded_and_no_request_is_lost(route: str, tmp_path: Path) -> None:
+    tls, client_tls, http_port = None, {}, None
+    if route != "grpc":  # the watchdog reloads over loopback HTTP: the TLS gRPC port does not stop it
+        cert, key = _self_signed(tmp_path)
+        tls, client_tls, http_port = GrpcTls(cert, key), {"ssl": True, "root_certificates": str(cert)}, free_port()
+    server = TritonServer(TOY_REPOSITORY, grpc_port=free_port(), http_port=http_port, metrics_port=None,
+                          workdir=tmp_path, explicit_models=True, tls=tls)  # fmt: skip
     server.start(timeout_s=120)
     said: list[str] = []
-    watchdog = StubWatchdog(server.pid, server.grpc_url, interval_s=0.2, say=said.append)
+    watchdog = StubWatchdog(server.pid, server.grpc_url, interval_s=0.2, say=said.append, http_url=server.http_url)
     watchdog.start()
     try:
         (victim,) = python_stubs(server.pid)["hpsv3"]
-        client = HPSv3Client(server.grpc_url, concurrency=4, backoff_s=0.05)
+        client = HPSv3Client(server.grpc_url, concurrency=4, backoff_s=0.05, **client_tls)
         images = [b"x" * (1 + i) for i in range(400)]
 
         async def stream() -> list:
