@@ -11,7 +11,7 @@ PERF_ANALYZER := build/perf_analyzer/bin/perf_analyzer
 # vLLM on CPU in tests: a 1 GiB KV cache is plenty for the tiny model
 VLLM_TEST_ENV := VLLM_CPU_KVCACHE_SPACE=1 VLLM_LOGGING_LEVEL=WARNING
 
-.PHONY: demo train-tiny test test-vllm perf-analyzer chromium lint format golden clean
+.PHONY: demo train-tiny test test-vllm perf-analyzer debian-packages lint format golden clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,7 @@ train-tiny: $(TINY_CKPT)
 	test -f build/colours/train.json || $(PY) -m hpsv3_training.synthetic build/colours
 	$(VENV)/bin/hpsv3 train --config training/configs/tiny.yaml
 
-test: $(STAMP) $(VLLM_VENV)/.installed $(PERF_ANALYZER) chromium
+test: $(STAMP) $(VLLM_VENV)/.installed $(PERF_ANALYZER) debian-packages
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	@# vLLM's tests (mostly engine start-up) run beside the main ones; their output follows the main summary
@@ -53,9 +53,10 @@ $(PERF_ANALYZER): scripts/setup_perf_analyzer.sh $(STAMP)
 
 perf-analyzer: $(PERF_ANALYZER)
 
-# Debian's chromium for the browser test of `hpsv3 demo-ui` (tests/test_demo_ui.py); skips when installed, needs root.
-chromium:
-	bash scripts/setup_chromium.sh
+# Debian's chromium (browser test of `hpsv3 demo-ui`) and tcmalloc (tritonserver's malloc); skips when installed,
+# needs root.
+debian-packages:
+	bash scripts/setup_debian_packages.sh
 
 test-vllm: $(VLLM_VENV)/.installed
 	$(VLLM_TEST_ENV) $(VLLM_VENV)/bin/python -m pytest -q -ra -p no:cacheprovider tests/test_vllm.py

@@ -59,9 +59,9 @@ def latency_curve(levels: list[dict], path: Path) -> None:
 
 
 def soak_curves(raw: dict, path: Path) -> None:
-    """Answers per second (10 s buckets) and the server's resident memory over the soak."""
+    """Answers per second (10 s buckets) and the server's memory (in all and by part) over the soak."""
     plt = _pyplot()
-    figure, (rate, memory) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
+    figure, (rate, memory) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True)
     done = np.asarray(raw["done_at_s"])
     if done.size:
         edges = np.arange(0, done.max() + 10, 10.0)
@@ -70,11 +70,17 @@ def soak_curves(raw: dict, path: Path) -> None:
     rate.set_ylabel("answers/s")
     rate.set_title("HPSv3 soak: throughput and server memory")
     rate.grid(alpha=0.3)
-    if raw["memory"]:
-        times, mib = np.array(raw["memory"]).T
-        memory.plot(times, mib, ".-")
+    samples = raw["memory"]
+    if samples:
+        times = [sample["t"] for sample in samples]
+        names = list(dict.fromkeys(name for sample in samples for name in sample if name != "t"))
+        parts = {name: [sample.get(name, 0.0) for sample in samples] for name in names}
+        memory.plot(times, np.sum(list(parts.values()), axis=0), ".-", color="black", label="server")
+        for name, mib in parts.items():
+            memory.plot(times, mib, "-", label=name)
+        memory.legend(fontsize="small", ncol=3)
     memory.set_xlabel("time (s)")
-    memory.set_ylabel("resident MiB")
+    memory.set_ylabel("server memory (MiB)")
     memory.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=120)

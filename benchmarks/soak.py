@@ -4,9 +4,11 @@ First each (image, prompt) of the rotating set is scored once, alone: those are 
 --concurrency closed-loop workers send the set round and round until the time is up, and every answer is
 checked against its expected one (|Δmu| and |Δsigma| ≤ --tolerance: dynamic batching must not change or
 mix up results). Each request ends as correct, wrong, or failed with the server's status; lost = sent − the
-three, and must be 0. The resident memory of the server (the process listening on the endpoint's port and
-its children: tritonserver and the Python-backend stubs) is sampled every --sample-s; the report gives its
-start, peak, end and trend after the first fifth of the run (warm-up), so growth shows.
+three, and must be 0. The memory of the server (the process listening on the endpoint's port) is sampled every
+--sample-s in parts that add up with nothing counted twice: tritonserver, each model's Python-backend stubs
+(proportional set size without shared memory) and the backend's shared-memory regions; the report gives start,
+the value after warm-up (the first fifth of the run), peak, end and the trend after warm-up, for the server and
+for each part, so growth shows, and where.
 
 --kill MODEL@SECONDS injects a fault: at that time the soak SIGKILLs one Python-backend stub of MODEL (e.g.
 language_model) of the local server; `hpsv3 serve`'s watchdog reloads the model and the client retries what
@@ -28,7 +30,7 @@ import time
 
 import numpy as np
 
-from hpsv3_repository.processes import listener_pid, process_tree, python_stubs, rss_mib
+from hpsv3_repository.processes import listener_pid, python_stubs, server_memory
 
 from .charts import soak_curves
 from .formats import DataError
@@ -58,11 +60,12 @@ async def _expected(client, items: list[tuple[str, bytes, str]]) -> list[tuple[f
     return answers
 
 
-async def _sample_memory(port: int, interval_s: float, samples: list[tuple[float, float]], stop: asyncio.Event):
+async def _sample_memory(port: int, interval_s: float, samples: list[dict[str, float]], stop: asyncio.Event):
+    """Every `interval_s` until `stop`: {"t": seconds, part: MiB, ...} (server_memory's parts)."""
     pid = listener_pid(port)
     started = time.perf_counter()
     while pid is not None:
-        samples.append((time.perf_counter() - started, rss_mib(process_tree(pid))))
+        samples.append({"t": time.perf_counter() - started, **server_memory(pid)})
         try:
             await asyncio.wait_for(stop.wait(), interval_s)
             return
@@ -104,7 +107,7 @@ async def soak(args: argparse.Namespace, items: list[tuple[str, bytes, str]], po
         done_at: list[float] = []
         kills: list[dict] = []
         recovered_at: list[float] = []
-        samples: list[tuple[float, float]] = []
+        samples: list[dict[str, float]] = []
         stop = asyncio.Event()
         rotation = itertools.count()
         started = time.perf_counter()
@@ -145,15 +148,28 @@ async def soak(args: argparse.Namespace, items: list[tuple[str, bytes, str]], po
             "latencies_s": latencies, "done_at_s": done_at, "memory": samples, "faults": kills}  # fmt: skip
 
 
-def memory_summary(samples: list[tuple[float, float]]) -> dict:
-    """Start, peak and end MiB, and the trend (MiB/min, least squares) after the first fifth (warm-up)."""
+def _trend_mib_per_min(times: np.ndarray, mib: np.ndarray) -> float | None:
+    """Least-squares slope after the first fifth of the run (warm-up), MiB per minute."""
+    steady = times >= times[-1] / 5
+    return float(np.polyfit(times[steady], mib[steady], 1)[0] * 60) if steady.sum() >= 3 else None
+
+
+def _summary(times: np.ndarray, mib: np.ndarray) -> dict:
+    warm = int(np.argmax(times >= times[-1] / 5))  # the first sample after warm-up
+    return {"start_mib": float(mib[0]), "warm_mib": float(mib[warm]), "peak_mib": float(mib.max()),
+            "end_mib": float(mib[-1]), "trend_mib_per_min": _trend_mib_per_min(times, mib)}  # fmt: skip
+
+
+def memory_summary(samples: list[dict[str, float]]) -> dict:
+    """Start, peak and end MiB and the trend after warm-up, of the whole server and of each part."""
     if not samples:
         return {"samples": 0}
-    times, mib = np.array(samples).T
-    steady = times >= times[-1] / 5
-    slope = float(np.polyfit(times[steady], mib[steady], 1)[0] * 60) if steady.sum() >= 3 else None
-    return {"samples": len(samples), "start_mib": float(mib[0]), "peak_mib": float(mib.max()),
-            "end_mib": float(mib[-1]), "trend_mib_per_min": slope}  # fmt: skip
+    times = np.array([sample["t"] for sample in samples])
+    names = list(dict.fromkeys(name for sample in samples for name in sample if name != "t"))
+    parts = {name: np.array([sample.get(name, 0.0) for sample in samples]) for name in names}
+    total = np.sum(list(parts.values()), axis=0)
+    return {"samples": len(samples), **_summary(times, total),
+            "parts": {name: _summary(times, mib) for name, mib in parts.items()}}  # fmt: skip
 
 
 def markdown(result: dict) -> str:
@@ -169,11 +185,15 @@ def markdown(result: dict) -> str:
                 + [number(result["throughput_per_s"], 2), number(latency["p50"], 1), number(latency["p99"], 1)]],
                numeric_from=0),
         "",
-        "Server memory (resident, tritonserver + stubs, MiB):",
+        "Server memory (MiB; tritonserver and stubs: proportional set size; shared_memory: /dev/shm regions):",
         "",
-        *table(["samples", "start", "peak", "end", "trend MiB/min (after warm-up)"],
-               [[memory["samples"], *(number(memory.get(k), 1) for k in ("start_mib", "peak_mib", "end_mib")),
-                 number(memory.get("trend_mib_per_min"), 2)]], numeric_from=0),
+        *table(["part", "start", "after warm-up", "peak", "end", "trend MiB/min (after warm-up)"],
+               [[name, *(number(summary.get(k), 1) for k in ("start_mib", "warm_mib", "peak_mib", "end_mib")),
+                 number(summary.get("trend_mib_per_min"), 2)]
+                for name, summary in [*memory.get("parts", {}).items(), ("**server**", memory)]],
+               numeric_from=1),
+        "",
+        f"{memory['samples']} samples, every {result['sample_s']:g} s; warm-up: the first fifth of the run.",
     ]  # fmt: skip
     if result["faults"]:
         lines += ["", "Faults injected:", ""]
@@ -198,7 +218,8 @@ def run_soak(args: argparse.Namespace) -> Report:
     counts = raw["counts"]
     result = {
         "task": "soak", "endpoint": args.endpoint, "minutes": args.minutes, "concurrency": args.concurrency,
-        "items": len(items), "tolerance": args.tolerance, "counts": counts, "reasons": raw["reasons"],
+        "items": len(items), "tolerance": args.tolerance, "sample_s": args.sample_s, "counts": counts,
+        "reasons": raw["reasons"],
         "throughput_per_s": counts.get("correct", 0) / raw["wall_s"],
         "latency_ms": dict(zip(("p50", "p99"), np.percentile(latencies, [50, 99]).tolist(), strict=True)),
         "memory": memory_summary(raw["memory"]), "memory_samples": raw["memory"], "faults": raw["faults"], "run": {},

@@ -175,7 +175,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     tls = GrpcTls(args.grpc_tls_cert, args.grpc_tls_key, args.grpc_tls_client_ca) if args.grpc_tls_cert else None
     options = ServeOptions(
         args.host, args.grpc_port, args.http_port, args.metrics_port, args.instances,
-        limits=_limits(args), tls=tls, max_queue_size=args.max_queue,
+        limits=_limits(args), tls=tls, max_queue_size=args.max_queue, allocator=args.allocator,
     )  # fmt: skip
     try:
         server = prepare_server(
@@ -230,6 +230,8 @@ def _limits(args: argparse.Namespace) -> InputLimits:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from hpsv3_repository.allocator import CHOICES as ALLOCATORS
+
     from .checkpoint import DTYPES
 
     parser = argparse.ArgumentParser(
@@ -307,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-queue", type=int, default=512,
                        help="most requests waiting; more are refused at once (clients retry)")  # fmt: skip
     serve.add_argument("--workdir", type=Path, help="artifacts, repository, log (default ~/.cache/hpsv3_serve/serve)")
+    serve.add_argument("--allocator", choices=ALLOCATORS, default="auto",
+                       help="malloc preloaded into tritonserver (its stubs keep glibc's): auto = tcmalloc when "
+                       "installed (apt-get install libtcmalloc-minimal4), which keeps its memory flat under "
+                       "sustained load (docs/RELIABILITY.md), else glibc")  # fmt: skip
     tls = serve.add_argument_group("gRPC TLS (clients: hpsv3 score --tls-root-cert ...)")
     tls.add_argument("--grpc-tls-cert", type=Path, help="server certificate (PEM); turns TLS on")
     tls.add_argument("--grpc-tls-key", type=Path, help="server private key (PEM)")

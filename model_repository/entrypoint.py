@@ -49,6 +49,7 @@ from hpsv3_export.tensorrt_host import (
 from hpsv3_serve.checkpoint import DEFAULT_BASE, DEFAULT_CHECKPOINT, resolve_base, resolve_checkpoint
 from hpsv3_serve.errors import HPSv3Error
 
+from .allocator import CHOICES
 from .build import ENGINES_DIR, TARGETS, VLLM_DIR, render, settings_for
 from .serve import serve_forever
 from .server import TritonServer
@@ -218,6 +219,7 @@ def make_server(repository: Path, args: argparse.Namespace, binary: str | None =
         explicit_models=True,
         extra_args=["--strict-readiness=true", "--exit-on-error=true", *args.tritonserver_args],
         binary=binary,
+        allocator=args.allocator,
     )
 
 
@@ -293,6 +295,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=float(env("HPSV3_START_TIMEOUT", "1800")),
         help="seconds for tritonserver to load every model, after the export and engine build "
         "($HPSV3_START_TIMEOUT, default %(default)g)",
+    )
+    parser.add_argument(
+        "--allocator",
+        choices=CHOICES,
+        default=env("HPSV3_ALLOCATOR", "auto"),
+        help="malloc preloaded into tritonserver ($HPSV3_ALLOCATOR): auto = tcmalloc, which the image ships and "
+        "Triton recommends for memory that stays flat under load (with the image's tritonserver its Python "
+        "stubs inherit it), else glibc",
     )
     parser.add_argument("--print-command", action="store_true", help="prepare everything, print the server command")
     parser.add_argument(

@@ -1,5 +1,5 @@
-"""A local server's processes, from Linux /proc: who listens on a port, its process tree, their resident
-memory, and its Python-backend stubs per model (for the stub watchdog and the soak's fault injection)."""
+"""A local server's processes, from Linux /proc: who listens on a port, its process tree, their memory, and
+its Python-backend stubs per model (for the stub watchdog, and the soak's memory samples and fault injection)."""
 
 from __future__ import annotations
 
@@ -57,16 +57,52 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
-def rss_mib(pids: list[int]) -> float:
-    """Total resident memory of the processes still alive, MiB."""
+def _rollup_kib(pid: int) -> dict[str, int]:
+    try:
+        lines = (PROC / str(pid) / "smaps_rollup").read_text().splitlines()[1:]
+    except OSError:
+        return {}
+    return {line.split(":")[0]: int(line.split()[1]) for line in lines if line.endswith("kB")}
+
+
+def private_mib(pids: list[int]) -> float:
+    """Memory of the processes still alive, MiB, shared-memory mappings left out: proportional set size (a page
+    several of them map, a library's say, is split between them) of their anonymous and file mappings."""
     total_kib = 0
     for pid in pids:
+        rollup = _rollup_kib(pid)
+        total_kib += rollup.get("Pss", 0) - rollup.get("Pss_Shmem", 0)
+    return total_kib / 1024
+
+
+def shared_memory_mib(pids: list[int]) -> float:
+    """The /dev/shm files the processes map (the Python backend's regions: tensors between tritonserver and each
+    stub), by the memory they hold, each counted once. Per-process resident sizes count a region once per
+    mapping, and the backend maps a region again, in tritonserver and in the stub, each time it grows."""
+    regions = set()
+    for pid in pids:
         try:
-            status = (PROC / str(pid) / "status").read_text()
+            maps = (PROC / str(pid) / "maps").read_text().splitlines()
         except OSError:
             continue
-        total_kib += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-    return total_kib / 1024
+        regions.update(line.split(maxsplit=5)[5] for line in maps if " /dev/shm/" in line)
+    total = 0
+    for region in regions:
+        try:
+            total += os.stat(region).st_blocks * 512
+        except OSError:
+            continue
+    return total / 2**20
+
+
+def server_memory(root: int) -> dict[str, float]:
+    """The memory of the server at `root`, MiB, in parts that add up with nothing counted twice: "tritonserver",
+    each model's Python-backend stubs, and "shared_memory" (the backend's /dev/shm regions)."""
+    stubs = python_stubs(root)
+    parts = {"tritonserver": private_mib([root])}
+    parts.update({model: private_mib(pids) for model, pids in sorted(stubs.items())})
+    parts["shared_memory"] = shared_memory_mib([root, *(pid for pids in stubs.values() for pid in pids)])
+    return parts
 
 
 def python_stubs(root: int) -> dict[str, list[int]]:

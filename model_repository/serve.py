@@ -36,6 +36,7 @@ class ServeOptions:
     limits: InputLimits = DEFAULT_LIMITS
     tls: GrpcTls | None = None
     max_queue_size: int = 512
+    allocator: str = "auto"
 
 
 def current_export(artifacts: Path) -> dict:
@@ -84,6 +85,7 @@ def prepare_server(checkpoint: Path, base: Path, workdir: Path, options: ServeOp
         workdir=workdir / "server",
         explicit_models=True,
         tls=options.tls,
+        allocator=options.allocator,
     )
 
 
@@ -103,6 +105,7 @@ def serve_forever(server: TritonServer, say: Callable[[str], None] = print, star
         )  # reloads a model whose stub died
         watchdog.start()
         say(f"HPSv3 endpoint ready: gRPC {server.grpc_url}  HTTP {server.http_url}  metrics {server.metrics_url}")
+        say(f"tritonserver's malloc: {server.allocator_note()}")
         say(f"score with: hpsv3 score IMAGE --prompt TEXT --endpoint {server.grpc_url}   (Ctrl-C stops)")
         return server.wait()
     except KeyboardInterrupt:

@@ -33,10 +33,20 @@ from pathlib import Path
 import hpsv3_serve
 from hpsv3_serve.errors import HPSv3Error
 
+from . import allocator as allocators
+
 LOG_TAIL_LINES = 40
 _ERROR_LINE = re.compile(r"^E\d{4} ")  # glog error lines: E1128 00:21:01.565005 ...
 _CPU_NOISE = ("CudaDriverHelper has not been initialized",)  # logged as an error on every machine without CUDA
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # our own server: never via a proxy
+_STUB = "triton_python_backend_stub"
+# With an allocator preloaded into tritonserver, the backend runs this in the stub's place: the stub then starts
+# with the LD_PRELOAD it would have had (the Python models keep glibc's malloc, measured flat under load), under
+# its own name (the watchdog finds stubs by it).
+_STUB_LAUNCHER = f"""#!/bin/bash
+if [ -n "${{HPSV3_STUB_LD_PRELOAD:-}}" ]; then export LD_PRELOAD="$HPSV3_STUB_LD_PRELOAD"; else unset LD_PRELOAD; fi
+exec -a "$0" "${{0%/*}}/{_STUB}.bin" "$@"
+"""
 
 
 class ServerStartError(HPSv3Error):
@@ -127,6 +137,7 @@ class TritonServer:
         tls: GrpcTls | None = None,
         extra_args: Sequence[str] = (),
         binary: str | os.PathLike | None = None,
+        allocator: str = "auto",
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
         self.binary = Path(binary) if binary is not None else None
@@ -138,10 +149,18 @@ class TritonServer:
         self.explicit_models = explicit_models  # load every model at start, and allow reloads (the watchdog)
         self.tls = tls
         self.extra_args = list(extra_args)
+        self.allocator, self._malloc_library = allocators.resolve(allocator)
         self._own_workdir = workdir is None
         self.workdir = Path(workdir).resolve() if workdir is not None else None
         self._process: subprocess.Popen | None = None
         self._shm_prefix = f"hpsv3_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
+
+    def allocator_note(self) -> str:
+        """Which malloc tritonserver runs with, in words (printed by `hpsv3 serve` and the entrypoint)."""
+        if self._malloc_library is None:
+            return "glibc (tcmalloc, if installed, keeps it flatter under sustained load: libtcmalloc-minimal4)"
+        stubs = "its Python stubs keep glibc's" if self.binary is None else "its Python stubs inherit it"
+        return f"{self.allocator} ({self._malloc_library}); {stubs}"
 
     # -- addresses -----------------------------------------------------------------------------------------
 
@@ -214,7 +233,7 @@ class TritonServer:
         dist, _ = _pytriton_paths()
         binary = dist / "bin" / "tritonserver"
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
-        stub = dist / "python_backend_stubs" / version / "triton_python_backend_stub"
+        stub = dist / "python_backend_stubs" / version / _STUB
         for path in (binary, stub):
             if not path.is_file():
                 raise ServerStartError(
@@ -225,8 +244,13 @@ class TritonServer:
         python_backend = backend_dir / "python"
         shutil.rmtree(python_backend, ignore_errors=True)
         shutil.copytree(dist / "backends" / "python", python_backend, ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copy2(stub, python_backend / stub.name)
-        (python_backend / stub.name).chmod(0o755)
+        if self._malloc_library is None:
+            shutil.copy2(stub, python_backend / _STUB)
+        else:
+            shutil.copy2(stub, python_backend / f"{_STUB}.bin")
+            (python_backend / _STUB).write_text(_STUB_LAUNCHER)
+        for path in python_backend.glob(f"{_STUB}*"):
+            path.chmod(0o755)
         return binary, backend_dir
 
     def _check_ports(self) -> None:
@@ -269,6 +293,9 @@ class TritonServer:
     def _environment(self) -> dict[str, str]:
         """The server's environment: our interpreter for the backend stub, the wheel's shared libraries."""
         env = dict(os.environ)
+        if self._malloc_library is not None:
+            env["HPSV3_STUB_LD_PRELOAD"] = env.get("LD_PRELOAD", "")
+            env["LD_PRELOAD"] = _prepend(self._malloc_library, env.get("LD_PRELOAD"))
         if self.binary is not None:
             return env  # NVIDIA's image: its own stub, Python and libraries
         _, libs = _pytriton_paths()

@@ -28,6 +28,10 @@ def test_a_short_soak_answers_every_request_correctly(tiny_server: TritonServer,
     assert result["items"] == 8, "4 synthetic images × 2 prompts rotate"
     memory = result["memory"]
     assert memory["samples"] >= 3 and 0 < memory["start_mib"] <= memory["peak_mib"]
+    parts = memory["parts"]
+    models = {"preprocess", "vision_encoder", "language_model", "reward_head"}
+    assert set(parts) == {"tritonserver", *models, "shared_memory"}
+    assert memory["end_mib"] == pytest.approx(sum(part["end_mib"] for part in parts.values()))
     assert (tmp_path / "soak.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -44,9 +48,15 @@ def test_remote_or_unbounded_soaks_are_refused(
 
 
 def test_memory_trend_ignores_the_warm_up() -> None:
-    samples = [(0.0, 100.0), (10.0, 400.0)] + [(float(t), 500.0 + t / 60) for t in range(20, 120, 10)]
+    samples = [{"t": 0.0, "tritonserver": 60.0, "preprocess": 40.0},
+               {"t": 10.0, "tritonserver": 300.0, "preprocess": 100.0}]  # fmt: skip
+    samples += [{"t": float(t), "tritonserver": 300.0, "preprocess": 200.0 + t / 60} for t in range(20, 120, 10)]
     summary = memory_summary(samples)
-    assert summary["peak_mib"] > 500 and summary["trend_mib_per_min"] == pytest.approx(1.0)
+    assert summary["start_mib"] == 100 and summary["peak_mib"] > 500
+    assert summary["warm_mib"] == pytest.approx(500 + 30 / 60), "the first sample after the first fifth (t=30)"
+    assert summary["trend_mib_per_min"] == pytest.approx(1.0)
+    assert summary["parts"]["tritonserver"]["trend_mib_per_min"] == pytest.approx(0.0, abs=1e-9)
+    assert summary["parts"]["preprocess"]["trend_mib_per_min"] == pytest.approx(1.0)
 
 
 @pytest.fixture()

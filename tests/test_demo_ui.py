@@ -42,7 +42,7 @@ pytestmark = pytest.mark.slow
 def browser() -> Iterator[object]:
     """Headless Debian Chromium (never Playwright's own download, which this network cannot reach)."""
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make chromium` (scripts/setup_chromium.sh, as root)")
+        pytest.fail(f"{CHROMIUM} is missing: run `make debian-packages` (scripts/setup_debian_packages.sh, as root)")
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield chromium

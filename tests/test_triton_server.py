@@ -13,6 +13,9 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
+from hpsv3_repository import allocator
+from hpsv3_repository.allocator import AllocatorError
+from hpsv3_repository.processes import python_stubs
 from hpsv3_repository.server import ServerStartError, TritonServer, free_port
 
 from .conftest import IMAGES, TOY_REPOSITORY
@@ -20,6 +23,7 @@ from .conftest import IMAGES, TOY_REPOSITORY
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RAW_EXAMPLE = REPO_ROOT / "client" / "raw_tritonclient_example.py"
 STUB = "triton_python_backend_stub"
+MALLOC_DEBUG = "/lib/x86_64-linux-gnu/libc_malloc_debug.so.0"  # glibc's; inert unless MALLOC_CHECK_ is set
 
 
 def _processes() -> dict[int, tuple[int, int, str]]:
@@ -113,3 +117,41 @@ def test_stop_leaves_no_processes_behind() -> None:
     assert not left, f"left behind: {left}"
     assert not workdir.exists(), "a clean stop removes its temporary work directory"
     assert not server.is_running()
+
+
+def _mapped(pid: int, library: str) -> bool:
+    return library in Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_tritonserver_runs_with_tcmalloc_and_its_stubs_keep_glibc(toy_server: TritonServer) -> None:
+    """--allocator auto: tcmalloc (`make debian-packages` installs it) is preloaded into tritonserver, which keeps
+    its memory flat under load (docs/RELIABILITY.md); the Python stubs start without it, under their own name
+    (the watchdog finds them by it)."""
+    assert toy_server.allocator == "tcmalloc", "tcmalloc is not installed: run `make debian-packages` (as root)"
+    assert _mapped(toy_server.pid, "libtcmalloc")
+    stubs = python_stubs(toy_server.pid)["hpsv3"]
+    assert stubs and not any(_mapped(pid, "libtcmalloc") for pid in stubs)
+
+
+def test_stubs_keep_the_users_own_ld_preload(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LD_PRELOAD", MALLOC_DEBUG)
+    server = TritonServer(TOY_REPOSITORY, grpc_port=free_port(), http_port=None, metrics_port=None, workdir=tmp_path)
+    server.start(timeout_s=120)
+    try:
+        (stub,) = python_stubs(server.pid)["hpsv3"]
+        assert _mapped(server.pid, "libtcmalloc") and _mapped(server.pid, MALLOC_DEBUG)
+        assert _mapped(stub, MALLOC_DEBUG) and not _mapped(stub, "libtcmalloc")
+    finally:
+        server.stop()
+
+
+def test_allocator_choices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LD_PRELOAD", MALLOC_DEBUG)
+    glibc = TritonServer(TOY_REPOSITORY, allocator="glibc")
+    assert glibc._environment()["LD_PRELOAD"] == MALLOC_DEBUG and "glibc" in glibc.allocator_note()
+    monkeypatch.setattr(allocator, "_library_dirs", lambda: [tmp_path])  # a system without tcmalloc or jemalloc
+    assert TritonServer(TOY_REPOSITORY).allocator == "glibc", "auto falls back to glibc"
+    with pytest.raises(AllocatorError, match=r"--allocator jemalloc: libjemalloc\.so\.2 is not installed.*apt-get"):
+        TritonServer(TOY_REPOSITORY, allocator="jemalloc")
+    with pytest.raises(AllocatorError, match="choose one of auto, tcmalloc, jemalloc, glibc"):
+        TritonServer(TOY_REPOSITORY, allocator="mimalloc")
