@@ -63,8 +63,8 @@ def soak_curves(raw: dict, path: Path) -> None:
     plt = _pyplot()
     figure, (rate, memory) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True)
     done = np.asarray(raw["done_at_s"])
-    if done.size:
-        edges = np.arange(0, done.max() + 10, 10.0)
+    edges = np.arange(0, done.max() + 1e-9, 10.0) if done.size else np.zeros(0)  # whole 10 s buckets only
+    if edges.size >= 2:
         counts, _ = np.histogram(done, edges)
         rate.step(edges[1:], counts / 10.0, where="post")
     rate.set_ylabel("answers/s")
