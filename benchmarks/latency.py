@@ -26,7 +26,7 @@ from .formats import DataError, image_files
 from .loadgen import drive
 from .report import Report, number, table
 from .scoring import FIRST
-from .triton_stats import SERVER_MODELS, add_delta, server_breakdown, server_snapshot, step_cells
+from .triton_stats import SERVER_MODELS, add_delta, server_breakdown, server_snapshot, snapshot_after, step_cells
 
 SYNTHETIC_SIZES = ((1024, 1024), (1344, 768), (768, 1344), (512, 512))  # typical generator outputs
 LEVELS_FILE = "latency-levels.jsonl"
@@ -93,7 +93,8 @@ def measure_level(url: str, measure: Callable[[int], dict], concurrency: int) ->
     before, started = server_snapshot(url), time.perf_counter()
     level = measure(concurrency)
     wall = time.perf_counter() - started
-    add_delta(totals, before, server_snapshot(url))
+    answered = level["requests"] - level["errors"] if level["requests"] else None
+    add_delta(totals, before, snapshot_after(url, before, answered))
     return {"concurrency": concurrency, **level, "server": server_breakdown(totals, wall, level["latency_ms"]["mean"])}
 
 

@@ -46,7 +46,14 @@ import numpy as np
 
 from hpsv3_benchmarks.formats import DataError, image_files
 from hpsv3_benchmarks.loadgen import drive
-from hpsv3_benchmarks.triton_stats import SERVER_MODELS, add_delta, server_breakdown, server_snapshot, step_cells
+from hpsv3_benchmarks.triton_stats import (
+    SERVER_MODELS,
+    add_delta,
+    server_breakdown,
+    server_snapshot,
+    snapshot_after,
+    step_cells,
+)
 
 if TYPE_CHECKING:
     from hpsv3_serve.scorer import Scorer
@@ -169,7 +176,7 @@ def endpoint_round(measurement: Measurement, url: str, images: list[Path], concu
     """One round against the endpoint, with the server's statistics over it."""
     before = server_snapshot(url)
     wall, latencies, errors = asyncio.run(drive(url, *pairs(images, count), concurrency))
-    after = server_snapshot(url)
+    after = snapshot_after(url, before, count - len(errors))
     measurement.record(count, wall, errors)
     measurement.latencies_s += latencies
     add_delta(measurement.server, before, after)

@@ -1,10 +1,13 @@
 """Where the server spends its time: Triton's statistics API, per model of the `hpsv3` ensemble.
 
-`server_snapshot` reads the cumulative counters, `add_delta` accumulates what a measurement added between two
+`server_snapshot` reads the cumulative counters (`snapshot_after` once a measurement's answers are all counted),
+`add_delta` accumulates what a measurement added between two
 snapshots, `server_breakdown` turns the totals into queue/compute ms per request and images per execution.
 """
 
 from __future__ import annotations
+
+import time
 
 SERVER_MODELS = ("hpsv3", "preprocess", "vision_encoder", "language_model", "reward_head")  # the ensemble first
 
@@ -33,6 +36,21 @@ def server_snapshot(url: str) -> Snapshot:
             "busy_ns": busy,
         }
     return snapshot
+
+
+def snapshot_after(url: str, before: Snapshot, answered: int | None, timeout_s: float = 2.0) -> Snapshot:
+    """A snapshot that counts all `answered` requests of the ensemble since `before`: Triton records a
+    request's statistics just after sending its answer, so a snapshot taken the moment the client has the last
+    answer can miss it. Waits at most `timeout_s`; `answered` None: no waiting."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        after = server_snapshot(url)
+        counted = after.get(SERVER_MODELS[0], {}).get("requests", 0) - before.get(SERVER_MODELS[0], {}).get(
+            "requests", 0
+        )
+        if answered is None or counted >= answered or time.monotonic() > deadline:
+            return after
+        time.sleep(0.02)
 
 
 def add_delta(totals: Snapshot, before: Snapshot, after: Snapshot) -> None:
