@@ -31,6 +31,7 @@ import time
 import numpy as np
 
 from hpsv3_repository.processes import listener_pid, python_stubs, server_memory
+from hpsv3_serve.network import is_loopback
 
 from .charts import soak_curves
 from .formats import DataError
@@ -38,14 +39,13 @@ from .latency import load_images
 from .report import Report, number, table
 
 MAX_MINUTES = 120
-LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 FIRST = 5
 
 
 def _check_local(endpoint: str) -> int:
     """The port of a loopback endpoint; DataError for anything else."""
     host, _, port = endpoint.rpartition(":")
-    if host not in LOOPBACK or not port.isdigit():
+    if not is_loopback(host) or not port.isdigit():
         raise DataError(f"soak runs only against a loopback endpoint (127.0.0.1:PORT), not {endpoint!r}")
     return int(port)
 

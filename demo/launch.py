@@ -9,7 +9,6 @@ from pathlib import Path
 
 APP = Path(__file__).resolve().with_name("app.py")
 REPO_EXAMPLES = Path(__file__).resolve().parents[1] / "examples"  # the repository's examples/ (editable install)
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 MAX_UPLOAD_MB = 64  # hpsv3_serve.limits.DEFAULT_LIMITS.max_image_bytes; the client checks each image again
 
 # Streamlit options: no usage statistics, no browser to open, no file watcher, no developer menu

@@ -12,6 +12,7 @@ from pathlib import Path
 from . import __version__
 from .client_tls import TlsConfigError, add_tls_arguments, tls_options
 from .limits import DEFAULT_LIMITS, InputLimits
+from .network import is_loopback
 from .results import format_table
 
 EPILOG = """examples:
@@ -159,25 +160,24 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from hpsv3_repository.admin import read_admin_key
     from hpsv3_repository.serve import ServeOptions, default_workdir, prepare_server, serve_forever
     from hpsv3_repository.server import GrpcTls
 
     from .checkpoint import resolve_base, resolve_checkpoint
     from .errors import HPSv3Error
 
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        plain = "" if args.grpc_tls_cert else " without TLS (see --grpc-tls-cert)"
-        print(f"hpsv3 serve: WARNING: binding to {args.host} exposes the endpoint beyond this machine{plain}",
-              file=sys.stderr)  # fmt: skip
     if bool(args.grpc_tls_cert) != bool(args.grpc_tls_key):
         print("hpsv3 serve: --grpc-tls-cert and --grpc-tls-key go together", file=sys.stderr)
         return 2
     tls = GrpcTls(args.grpc_tls_cert, args.grpc_tls_key, args.grpc_tls_client_ca) if args.grpc_tls_cert else None
-    options = ServeOptions(
-        args.host, args.grpc_port, args.http_port, args.metrics_port, args.instances,
-        limits=_limits(args), tls=tls, max_queue_size=args.max_queue, allocator=args.allocator,
-    )  # fmt: skip
     try:
+        options = ServeOptions(
+            args.host, args.grpc_port, args.http_port, args.metrics_port, args.instances,
+            limits=_limits(args), tls=tls, max_queue_size=args.max_queue, allocator=args.allocator,
+            admin_key=read_admin_key(args.admin_key_file) if args.admin_key_file else None,
+            http_address=args.http_address, metrics_address=args.metrics_address,
+        )  # fmt: skip
         server = prepare_server(
             resolve_checkpoint(args.checkpoint), resolve_base(args.base), args.workdir or default_workdir(), options
         )
@@ -191,9 +191,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_ui(args: argparse.Namespace) -> int:
-    from hpsv3_demo.launch import LOOPBACK, REPO_EXAMPLES, run, streamlit_command
+    from hpsv3_demo.launch import REPO_EXAMPLES, run, streamlit_command
 
-    if args.host not in LOOPBACK:
+    if not is_loopback(args.host):
         fetch = "" if args.no_urls else "; it also fetches pasted image URLs from this machine (see --no-urls)"
         print(f"hpsv3 demo-ui: WARNING: binding to {args.host} lets anyone who reaches this machine use the page and "
               f"the endpoint behind it{fetch}", file=sys.stderr)  # fmt: skip
@@ -223,10 +223,17 @@ def _add_limits(parser: argparse.ArgumentParser) -> None:
                        help="largest width × height, checked from the header before decoding")  # fmt: skip
     group.add_argument("--max-prompt-tokens", type=int, default=DEFAULT_LIMITS.max_prompt_tokens,
                        help="longest prompt, in tokens")  # fmt: skip
+    group.add_argument("--max-prompt-bytes", type=int, default=DEFAULT_LIMITS.max_prompt_bytes,
+                       help="longest prompt in UTF-8 bytes, checked before tokenising")  # fmt: skip
 
 
 def _limits(args: argparse.Namespace) -> InputLimits:
-    return InputLimits(args.max_image_bytes, args.max_image_pixels, args.max_prompt_tokens)
+    return InputLimits(
+        max_image_bytes=args.max_image_bytes,
+        max_image_pixels=args.max_image_pixels,
+        max_prompt_tokens=args.max_prompt_tokens,
+        max_prompt_bytes=args.max_prompt_bytes,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -297,11 +304,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the model with Triton (gRPC, HTTP, metrics)",
         description="Export the ONNX stages if missing or stale (content hash), render the Triton model "
         "repository and run the tritonserver shipped in nvidia-pytriton until Ctrl-C / SIGTERM. Binds to "
-        "127.0.0.1 unless --host says otherwise.",
+        "127.0.0.1 unless --host says otherwise; with gRPC TLS, HTTP and metrics stay on 127.0.0.1 unless "
+        "--http-address / --metrics-address say otherwise. Loading, unloading and listing models, model configs, "
+        "shared memory, trace and log settings need the header hpsv3-admin-key: a random key made for each start "
+        "that only this process holds, or yours with --admin-key-file. Inference, health, metadata, statistics "
+        "and metrics stay open (docs/RELIABILITY.md, Security model).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _add_model_arguments(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it: be sure)")
+    serve.add_argument("--http-address", help="address of the HTTP port (default: --host; 127.0.0.1 with gRPC TLS)")
+    serve.add_argument("--metrics-address",
+                       help="address of the metrics port (default: --host; 127.0.0.1 with gRPC TLS)")  # fmt: skip
+    serve.add_argument("--admin-key-file", type=Path,
+                       help="file holding your key for the control APIs, sent as header hpsv3-admin-key (make one: "
+                       "python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > admin.key); default: a "
+                       "random key per start that nobody else holds")  # fmt: skip
     serve.add_argument("--grpc-port", type=int, default=8001, help="gRPC port")
     serve.add_argument("--http-port", type=int, default=8000, help="HTTP port")
     serve.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port")

@@ -36,6 +36,13 @@ class PromptError(InputError):
     code = "invalid_prompt"
 
 
+class TensorError(InputError):
+    """A tensor sent to an internal step of the server is not what the step before it makes (a client that calls
+    `vision_encoder`, `language_model` or `reward_head` directly); the message names the tensor."""
+
+    code = "invalid_tensor"
+
+
 class ModelLoadError(HPSv3Error):
     """A checkpoint, base config or tokenizer cannot be found or does not fit the model."""
 

@@ -37,6 +37,9 @@ PATCH_BYTES = 3 * PATCH_SIZE * PATCH_SIZE  # 588: one uint8 frame of a patch, wh
 # aspect-ratio limit (e.g. 1×200); an image already on the budget keeps 1024. TensorRT profiles use this range.
 MIN_PATCHES = 4 * 127
 MAX_PATCHES = 4 * 454
+# What the server decodes: the formats generators and cameras write. PIL would also try EPS (which runs Ghostscript
+# when installed), PSD, FITS, WMF and two dozen more on any bytes it is given; those are refused without a decoder.
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "AVIF", "GIF", "BMP", "TIFF", "JPEG2000", "PPM", "TGA", "ICO")
 IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
 IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -62,14 +65,18 @@ class PreparedImage:
         return grid_h * grid_w // (MERGE_SIZE * MERGE_SIZE)
 
 
-def describe(image: ImageInput) -> str:
-    """A short, human-readable name for an image input, used in error messages."""
+def describe(image: object) -> str:
+    """A short, human-readable, UTF-8-safe name for an image input (or anything passed as one), for messages."""
     if isinstance(image, Image.Image):
         return f"<PIL image {image.width}x{image.height} {image.mode}>"
     if isinstance(image, (bytes, bytearray)):
         return f"<{len(image)} bytes>"
+    if not isinstance(image, (str, os.PathLike)):
+        return f"<{type(image).__name__}>"
     text = os.fspath(image)
-    return text if len(text) <= 120 or not text.startswith("data:") else text[:60] + "…"
+    text = text if isinstance(text, str) else os.fsdecode(text)
+    text = text if len(text) <= 120 or not text.startswith("data:") else text[:60] + "…"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _too_big(name: str, size: int, limits: InputLimits) -> ImageSizeError:
@@ -136,13 +143,16 @@ def _check_pixels(image: Image.Image, name: str, limits: InputLimits) -> None:
 
 def load_image(image: ImageInput, limits: InputLimits = DEFAULT_LIMITS) -> Image.Image:
     """Open a path, bytes, PIL image, http(s) URL or `data:` URL and return it decoded as RGB (as the official
-    code: `convert("RGB")`; animated images give their first frame)."""
+    code: `convert("RGB")`; animated images give their first frame). Whatever decoding untrusted bytes raises
+    becomes an `InputError` naming the input: one bad image never ends a run."""
     name = describe(image)
+    if not isinstance(image, (str, os.PathLike, bytes, bytearray, Image.Image)):
+        raise ImageDecodeError(name, "an image must be a path, URL, bytes or PIL image")
     try:
         if isinstance(image, Image.Image):
             opened = image
         else:
-            opened = Image.open(io.BytesIO(read_image_bytes(image, limits)))
+            opened = Image.open(io.BytesIO(read_image_bytes(image, limits)), formats=IMAGE_FORMATS)
             _check_pixels(opened, name, limits)
         opened.load()
         return opened.convert("RGB")
@@ -151,9 +161,11 @@ def load_image(image: ImageInput, limits: InputLimits = DEFAULT_LIMITS) -> Image
     except Image.DecompressionBombError as exc:
         raise ImageSizeError(name, f"{exc} (raise the limit with --max-image-pixels)") from exc
     except UnidentifiedImageError as exc:
-        raise ImageDecodeError(name, "not a recognised image format (corrupt file or not an image)") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageDecodeError(name, f"could not decode the image ({exc})") from exc
+        raise ImageDecodeError(
+            name, f"not a recognised image format (corrupt file or not an image; accepted: {', '.join(IMAGE_FORMATS)})"
+        ) from exc
+    except Exception as exc:  # PIL's decoders raise OSError, SyntaxError, ValueError, struct.error, IndexError, ...
+        raise ImageDecodeError(name, f"could not decode the image ({type(exc).__name__}: {exc})") from exc
 
 
 def smart_resize(height: int, width: int, factor: int = FACTOR, pixels: int = PIXELS) -> tuple[int, int]:

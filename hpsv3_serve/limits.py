@@ -18,11 +18,12 @@ class InputLimits:
     max_image_bytes: int = 64 * MIB  # encoded file; checked before reading or fetching all of it
     max_image_pixels: int = 80_000_000  # width × height from the header, before decoding (decompression bombs)
     max_prompt_tokens: int = 2048  # the user's prompt text; the official instruction and image come on top
+    max_prompt_bytes: int = 32 * 1024  # UTF-8 bytes, checked before tokenising (16 bytes a token: never hit by text)
     allow_urls: bool = True
     url_timeout_s: float = 20.0
 
     def __post_init__(self) -> None:
-        for name in ("max_image_bytes", "max_image_pixels", "max_prompt_tokens", "url_timeout_s"):
+        for name in ("max_image_bytes", "max_image_pixels", "max_prompt_tokens", "max_prompt_bytes", "url_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import json
+import reprlib
+from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -17,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import AddedToken, Tokenizer
 
-from .errors import ModelLoadError, PromptError
-from .limits import DEFAULT_LIMITS
+from .errors import ModelLoadError, PromptError, TensorError
+from .limits import DEFAULT_LIMITS, InputLimits
 
 REWARD_TOKEN = "<|Reward|>"
 REWARD_TOKEN_ID = 151657  # len(base Qwen2 tokenizer): the official add_special_tokens lands here
@@ -77,9 +79,21 @@ def chat_template() -> str:
 
 
 def check_prompt(prompt: object) -> str:
-    """Return the prompt if it can be scored; empty prompts are allowed (the official scores them)."""
+    """Return the prompt if it can be scored; empty prompts are allowed (the official scores them).
+
+    Text that UTF-8 cannot carry (a lone surrogate such as "\\ud800", which JSON allows) is refused here, on every
+    route, with the same reason the server gives for invalid UTF-8 bytes. NULs, bidi and zero-width characters are
+    ordinary text: scored as the official tokenizer reads them.
+    """
     if not isinstance(prompt, str):
-        raise PromptError(repr(prompt)[:80], f"a prompt must be text, got {type(prompt).__name__}")
+        raise PromptError(reprlib.repr(prompt), f"a prompt must be text, got {type(prompt).__name__}")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise PromptError(
+            repr(prompt[:60]),
+            f"not valid UTF-8 (lone surrogate U+{ord(prompt[exc.start]):04X} at character {exc.start})",
+        ) from None
     for token in FORBIDDEN_IN_PROMPT:
         if token in prompt:
             raise PromptError(
@@ -88,11 +102,40 @@ def check_prompt(prompt: object) -> str:
     return prompt
 
 
-class PromptTokenizer:
-    """Tokenises prompts into model sequences ending at `<|Reward|>`."""
+@dataclass(frozen=True)
+class SequenceRules:
+    """What a token sequence from `PromptTokenizer` looks like, for a step that receives ids from elsewhere (the
+    language tower of the server): chat prefix, one `<|image_pad|>` per image token, then the text ending at the
+    single `<|Reward|>`, every id in the vocabulary and the prompt within its token limit."""
 
-    def __init__(self, tokenizer: Tokenizer, max_prompt_tokens: int = DEFAULT_LIMITS.max_prompt_tokens) -> None:
-        self.max_prompt_tokens = max_prompt_tokens
+    prefix_ids: np.ndarray
+    instruction_tokens: int
+    max_prompt_tokens: int
+
+    def check(self, ids: np.ndarray, image_tokens: int, name: str = "_INPUT_IDS") -> None:
+        """Raise `TensorError` naming `name` unless `ids` is such a sequence for `image_tokens` image tokens."""
+        text_start = len(self.prefix_ids) + image_tokens
+        if ids.dtype != np.int64 or ids.ndim != 1:
+            raise TensorError(name, f"expected int64 token ids of shape [L], got {ids.dtype} {list(ids.shape)}")
+        if not text_start < len(ids) <= text_start + self.instruction_tokens + self.max_prompt_tokens:
+            raise TensorError(name, f"{len(ids)} ids for {image_tokens} image tokens: outside what preprocess makes")
+        if ids.min() < 0 or ids.max() >= VOCAB_ROWS:
+            raise TensorError(name, f"ids must lie in [0, {VOCAB_ROWS})")
+        if not np.array_equal(ids[: len(self.prefix_ids)], self.prefix_ids):
+            raise TensorError(name, "the sequence does not start with the HPSv3 chat prefix")
+        if np.count_nonzero(ids == IMAGE_PAD_TOKEN_ID) != image_tokens or not np.all(
+            ids[len(self.prefix_ids) : text_start] == IMAGE_PAD_TOKEN_ID
+        ):
+            raise TensorError(name, f"expected {image_tokens} {IMAGE_PAD_TOKEN} ids right after the chat prefix")
+        if ids[-1] != REWARD_TOKEN_ID or np.count_nonzero(ids == REWARD_TOKEN_ID) != 1:
+            raise TensorError(name, f"the sequence must end at its only {REWARD_TOKEN} ({REWARD_TOKEN_ID})")
+
+
+class PromptTokenizer:
+    """Tokenises prompts into model sequences ending at `<|Reward|>`, within `limits` (prompt bytes and tokens)."""
+
+    def __init__(self, tokenizer: Tokenizer, limits: InputLimits = DEFAULT_LIMITS) -> None:
+        self.limits = limits
         if tokenizer.token_to_id(IMAGE_PAD_TOKEN) != IMAGE_PAD_TOKEN_ID:
             raise ModelLoadError(
                 f"tokenizer: {IMAGE_PAD_TOKEN} is not id {IMAGE_PAD_TOKEN_ID}: not a Qwen2-VL tokenizer"
@@ -104,23 +147,24 @@ class PromptTokenizer:
                 f"tokenizer: {REWARD_TOKEN} got id {tokenizer.token_to_id(REWARD_TOKEN)}, expected {REWARD_TOKEN_ID}"
             )
         self.tokenizer = tokenizer
-        # Many images share a prompt (RL groups, rankings, benchmarks): tokenise each prompt once.
-        self._cached = functools.lru_cache(maxsize=PROMPT_CACHE_SIZE)(self._text_ids)
+        # Many images share a prompt (RL groups, rankings, benchmarks): tokenise each prompt once. Refused prompts
+        # raise inside, and lru_cache keeps no exceptions: only accepted prompts take a place in the cache.
+        self._cached = functools.lru_cache(maxsize=PROMPT_CACHE_SIZE)(self._accepted_ids)
 
     @classmethod
-    def from_base(cls, base: Path, max_prompt_tokens: int = DEFAULT_LIMITS.max_prompt_tokens) -> PromptTokenizer:
+    def from_base(cls, base: Path, limits: InputLimits = DEFAULT_LIMITS) -> PromptTokenizer:
         """Load `tokenizer.json` from a Qwen2-VL base folder and add `<|Reward|>`."""
         path = Path(base) / "tokenizer.json"
         if not path.is_file():
             raise ModelLoadError(f"{base}: no tokenizer.json; pass a Qwen2-VL-7B-Instruct folder (or hub id) as --base")
-        return cls(Tokenizer.from_file(str(path)), max_prompt_tokens)
+        return cls(Tokenizer.from_file(str(path)), limits)
 
     @cached_property
     def _prefix_ids(self) -> np.ndarray:
         return np.asarray(self.tokenizer.encode(CHAT_PREFIX, add_special_tokens=False).ids, np.int64)
 
     def _text_ids(self, prompt: str) -> np.ndarray:
-        """Ids of `<|vision_end|>` + user text up to and including `<|Reward|>` (read-only, cached)."""
+        """Ids of `<|vision_end|>` + user text up to and including `<|Reward|>` (read-only)."""
         ids = np.asarray(self.tokenizer.encode("<|vision_end|>" + user_text(prompt), add_special_tokens=False).ids)
         ids = ids[: int(np.flatnonzero(ids == REWARD_TOKEN_ID)[0]) + 1].astype(np.int64)
         ids.flags.writeable = False
@@ -129,17 +173,32 @@ class PromptTokenizer:
     @cached_property
     def _instruction_tokens(self) -> int:
         """Tokens of the text part that are not the user's prompt (the official instruction around it)."""
-        return len(self._cached(""))
+        return len(self._text_ids(""))
 
-    def _prompt_ids(self, prompt: str) -> np.ndarray:
-        ids = self._cached(check_prompt(prompt))
-        if len(ids) - self._instruction_tokens > self.max_prompt_tokens:
+    @cached_property
+    def sequence_rules(self) -> SequenceRules:
+        """The shape of every sequence this tokenizer makes, for steps that receive ids (`SequenceRules.check`)."""
+        return SequenceRules(self._prefix_ids, self._instruction_tokens, self.limits.max_prompt_tokens)
+
+    def _accepted_ids(self, prompt: str) -> np.ndarray:
+        ids = self._text_ids(prompt)
+        if len(ids) - self._instruction_tokens > self.limits.max_prompt_tokens:
             raise PromptError(
                 repr(prompt[:60]),
-                f"about {len(ids) - self._instruction_tokens} tokens, over the limit of {self.max_prompt_tokens} "
-                "(raise it with --max-prompt-tokens)",
+                f"about {len(ids) - self._instruction_tokens} tokens, over the limit of "
+                f"{self.limits.max_prompt_tokens} (raise it with --max-prompt-tokens)",
             )
         return ids
+
+    def _prompt_ids(self, prompt: str) -> np.ndarray:
+        size = len(check_prompt(prompt).encode("utf-8"))
+        if size > self.limits.max_prompt_bytes:  # before tokenising: a huge prompt costs nothing
+            raise PromptError(
+                repr(prompt[:60]),
+                f"{size} bytes of UTF-8, over the limit of {self.limits.max_prompt_bytes} "
+                "(raise it with --max-prompt-bytes)",
+            )
+        return self._cached(prompt)
 
     def encode(self, prompts: list[str], image_tokens: list[int]) -> list[np.ndarray]:
         """Token ids per item: chat prefix, image pads, prompt text, ending at `<|Reward|>`."""

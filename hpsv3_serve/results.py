@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 
+def printable(prompt: object) -> str:
+    """A prompt as text any output can carry: lone surrogates (which UTF-8 cannot encode) become escapes."""
+    return str(prompt).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 @dataclass
 class ScoreResult:
     """The score of one (image, prompt) pair, or why it could not be scored."""

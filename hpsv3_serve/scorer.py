@@ -13,11 +13,11 @@ from .batching import PreparedItem, collate
 from .checkpoint import DEFAULT_BASE, DEFAULT_CHECKPOINT, DTYPES, load_model, resolve_base, resolve_checkpoint
 from .engines.base import Engine
 from .engines.torch_engine import TorchEngine
-from .errors import HPSv3Error, InputError, ModelLoadError
+from .errors import InputError, ModelLoadError
 from .inputs import ImageInput, describe, prepare_image
 from .limits import DEFAULT_LIMITS, InputLimits
 from .prompt import PromptTokenizer, check_prompt
-from .results import ScoreResult
+from .results import ScoreResult, printable
 
 
 class Scorer:
@@ -49,7 +49,7 @@ class Scorer:
             raise ModelLoadError(f"--device {device}: torch {torch.__version__} sees no CUDA device; use --device cpu")
         base_dir = resolve_base(os.fspath(base))
         model = load_model(resolve_checkpoint(os.fspath(checkpoint)), base_dir, DTYPES[dtype], device)
-        tokenizer = PromptTokenizer.from_base(base_dir, limits.max_prompt_tokens)
+        tokenizer = PromptTokenizer.from_base(base_dir, limits)
         return cls(TorchEngine(model, device), tokenizer, batch_size, limits)
 
     def prepare(self, image: ImageInput, prompt: str) -> PreparedItem:
@@ -59,17 +59,21 @@ class Scorer:
         return PreparedItem(self.tokenizer.encode_one(prompt, prepared.num_tokens), prepared)
 
     def _prepare_safe(self, image: ImageInput, prompt: str) -> PreparedItem | str:
+        """The prepared item, or its error: whatever one item raises stays with that item."""
         try:
             return self.prepare(image, prompt)
         except InputError as exc:
             return str(exc)
+        except Exception as exc:  # a bug or an input nobody foresaw: still this item's error only
+            return f"{describe(image)}: could not be prepared ({type(exc).__name__}: {exc})"
 
     def _score_prepared(self, items: list[PreparedItem]) -> list[tuple[float, float] | str]:
+        """Scores of a batch; if the batch fails, each item alone, so only the item that fails gets an error."""
         try:
             return [(float(mu), float(log_sigma)) for mu, log_sigma in self.engine.score(collate(items))]
-        except (HPSv3Error, RuntimeError) as exc:
+        except Exception as exc:
             if len(items) == 1:
-                return [f"scoring failed: {exc}"]
+                return [f"scoring failed: {type(exc).__name__}: {exc}"]
             return [out for item in items for out in self._score_prepared([item])]
 
     def iter_score(self, images: Sequence[ImageInput], prompts: str | Sequence[str]) -> Iterator[ScoreResult]:
@@ -91,7 +95,7 @@ class Scorer:
             scores = iter(self._score_prepared(good) if good else [])
             for offset, item in enumerate(prepared):
                 index = start + offset
-                result = ScoreResult(image=describe(images[index]), prompt=str(prompt_list[index]))
+                result = ScoreResult(image=describe(images[index]), prompt=printable(prompt_list[index]))
                 outcome = next(scores) if isinstance(item, PreparedItem) else item
                 if isinstance(outcome, str):
                     result.error = outcome

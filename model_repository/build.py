@@ -54,7 +54,8 @@ class RepositorySettings:
     gpu_memory_utilization: float = 0.8  # GPU target: vLLM's share; the TensorRT engines use the rest
     max_image_bytes: int = DEFAULT_LIMITS.max_image_bytes  # preprocess: per-request input limits
     max_image_pixels: int = DEFAULT_LIMITS.max_image_pixels
-    max_prompt_tokens: int = DEFAULT_LIMITS.max_prompt_tokens
+    max_prompt_tokens: int = DEFAULT_LIMITS.max_prompt_tokens  # also the language tower's check of direct calls
+    max_prompt_bytes: int = DEFAULT_LIMITS.max_prompt_bytes
     max_queue_size: int = 512  # preprocess, the ensemble's entry: beyond it requests are refused (backpressure)
 
 

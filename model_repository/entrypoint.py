@@ -16,7 +16,9 @@ Each start, under --cache (a volume; replicas sharing it take turns through a lo
 
 then run tritonserver (the image's for gpu, nvidia-pytriton's for cpu) with every model loaded under explicit
 model control, and a watchdog that reloads a Python-backend model whose stub process died (as `hpsv3 serve`
-does; Triton itself would only fail its requests); SIGTERM stops it cleanly. The server binds --host, 0.0.0.0
+does; Triton itself would only fail its requests); SIGTERM stops it cleanly. The control APIs (load, unload,
+index, config, shared memory, trace, logging) need the header hpsv3-admin-key: a random key per start that only
+this process holds, or the operator's (--admin-key-file). The server binds --host, 0.0.0.0
 by default: inside a container the published ports (docker -p, a Kubernetes Service) decide who reaches it.
 Health: GET :8000/v2/health/ready (all models loaded) and /v2/health/live; metrics on :8002/metrics.
 """
@@ -49,6 +51,7 @@ from hpsv3_export.tensorrt_host import (
 from hpsv3_serve.checkpoint import DEFAULT_BASE, DEFAULT_CHECKPOINT, resolve_base, resolve_checkpoint
 from hpsv3_serve.errors import HPSv3Error
 
+from .admin import read_admin_key
 from .allocator import CHOICES
 from .build import ENGINES_DIR, TARGETS, VLLM_DIR, render, settings_for
 from .serve import serve_forever
@@ -220,6 +223,7 @@ def make_server(repository: Path, args: argparse.Namespace, binary: str | None =
         extra_args=["--strict-readiness=true", "--exit-on-error=true", *args.tritonserver_args],
         binary=binary,
         allocator=args.allocator,
+        admin_key=read_admin_key(args.admin_key_file) if args.admin_key_file else None,
     )
 
 
@@ -304,6 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
         "Triton recommends for memory that stays flat under load (with the image's tritonserver its Python "
         "stubs inherit it), else glibc",
     )
+    parser.add_argument(
+        "--admin-key-file",
+        type=Path,
+        default=env("HPSV3_ADMIN_KEY_FILE"),
+        help="file holding the key of the control APIs (load, unload, index, config, shared memory, trace, logging), "
+        "sent as header hpsv3-admin-key ($HPSV3_ADMIN_KEY_FILE, e.g. a mounted Kubernetes Secret); default: a random "
+        "key per start that only this entrypoint holds",
+    )
     parser.add_argument("--print-command", action="store_true", help="prepare everything, print the server command")
     parser.add_argument(
         "--tensorrt-requirement",
@@ -322,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         repository = prepare(args)
         if args.print_command:
-            print(" ".join(["tritonserver", *make_server(repository, args).arguments()]))
+            print(" ".join(["tritonserver", *make_server(repository, args).arguments(redacted=True)]))
             return 0
         binary = args.tritonserver or (tritonserver_binary() if args.target == "gpu" else None)
         server = make_server(repository, args, binary)

@@ -37,6 +37,9 @@ class ServeOptions:
     tls: GrpcTls | None = None
     max_queue_size: int = 512
     allocator: str = "auto"
+    admin_key: str | None = None  # the operator's key for the control APIs; None: random, held by the watchdog only
+    http_address: str | None = None  # None: `host`, or loopback when gRPC has TLS
+    metrics_address: str | None = None
 
 
 def current_export(artifacts: Path) -> dict:
@@ -73,6 +76,7 @@ def prepare_server(checkpoint: Path, base: Path, workdir: Path, options: ServeOp
         max_image_bytes=options.limits.max_image_bytes,
         max_image_pixels=options.limits.max_image_pixels,
         max_prompt_tokens=options.limits.max_prompt_tokens,
+        max_prompt_bytes=options.limits.max_prompt_bytes,
         max_queue_size=options.max_queue_size,
     )
     repository = render("cpu", settings, workdir / "repository")
@@ -86,6 +90,9 @@ def prepare_server(checkpoint: Path, base: Path, workdir: Path, options: ServeOp
         explicit_models=True,
         tls=options.tls,
         allocator=options.allocator,
+        admin_key=options.admin_key,
+        http_address=options.http_address,
+        metrics_address=options.metrics_address,
     )
 
 
@@ -98,14 +105,17 @@ def serve_forever(server: TritonServer, say: Callable[[str], None] = print, star
 
     previous = signal.signal(signal.SIGTERM, stop_on_signal)
     watchdog: StubWatchdog | None = None
+    for warning in server.exposure_warnings():
+        say(warning)
     try:
         server.start(start_timeout_s)
-        watchdog = StubWatchdog(
-            server.pid, server.grpc_url, say=say, http_url=server.http_url
-        )  # reloads a model whose stub died
+        watchdog = StubWatchdog(  # reloads a model whose stub died; it alone holds the per-start admin key
+            server.pid, server.grpc_url, say=say, http_url=server.http_url, admin_key=server.admin_key
+        )
         watchdog.start()
         say(f"HPSv3 endpoint ready: gRPC {server.grpc_url}  HTTP {server.http_url}  metrics {server.metrics_url}")
         say(f"tritonserver's malloc: {server.allocator_note()}")
+        say(f"control APIs locked: {server.control_note()}")
         say(f"score with: hpsv3 score IMAGE --prompt TEXT --endpoint {server.grpc_url}   (Ctrl-C stops)")
         return server.wait()
     except KeyboardInterrupt:

@@ -32,8 +32,10 @@ from pathlib import Path
 
 import hpsv3_serve
 from hpsv3_serve.errors import HPSv3Error
+from hpsv3_serve.network import LOOPBACK_ADDRESS, is_loopback
 
 from . import allocator as allocators
+from .admin import ADMIN_HEADER, admin_headers, new_admin_key, restriction_arguments
 
 LOG_TAIL_LINES = 40
 _ERROR_LINE = re.compile(r"^E\d{4} ")  # glog error lines: E1128 00:21:01.565005 ...
@@ -117,7 +119,10 @@ class GrpcTls:
 class TritonServer:
     """One tritonserver process serving `model_repository`, bound to `host` (loopback by default).
 
-    Ports set to None are disabled (gRPC cannot be). Logs (server and model stubs) go to
+    Ports set to None are disabled (gRPC cannot be). With gRPC TLS on, HTTP and metrics (plain text) bind loopback
+    unless `http_address` / `metrics_address` name another address. The model-control, model-config, shared-memory,
+    trace and logging APIs need the header `hpsv3-admin-key` (`admin_headers`): `admin_key`, or a random key made
+    for this start that only this object holds (model_repository/admin.py). Logs (server and model stubs) go to
     `workdir/tritonserver.log`; without a `workdir` a temporary one is used and removed by a clean `stop()`.
     `binary`: a tritonserver installed on the system (NVIDIA's image) instead of nvidia-pytriton's, run with its
     own backends and environment, logging to this process's stdout (the container's log).
@@ -138,10 +143,18 @@ class TritonServer:
         extra_args: Sequence[str] = (),
         binary: str | os.PathLike | None = None,
         allocator: str = "auto",
+        admin_key: str | None = None,
+        http_address: str | None = None,
+        metrics_address: str | None = None,
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
         self.binary = Path(binary) if binary is not None else None
         self.host = host
+        plain = LOOPBACK_ADDRESS if tls is not None else host  # TLS covers gRPC only: plain ports stay local
+        self.http_address = http_address or plain
+        self.metrics_address = metrics_address or plain
+        self._own_key = admin_key is None
+        self._admin_key = admin_key or new_admin_key()
         self.grpc_port = grpc_port
         self.http_port = http_port
         self.metrics_port = metrics_port
@@ -162,26 +175,59 @@ class TritonServer:
         stubs = "its Python stubs keep glibc's" if self.binary is None else "its Python stubs inherit it"
         return f"{self.allocator} ({self._malloc_library}); {stubs}"
 
-    # -- addresses -----------------------------------------------------------------------------------------
+    def exposure_warnings(self) -> list[str]:
+        """One line per port reachable beyond this machine, saying whether it is plain text."""
+        ports = [
+            ("gRPC", self.host, self.grpc_port, self.tls is None),
+            ("HTTP", self.http_address, self.http_port, True),
+            ("metrics", self.metrics_address, self.metrics_port, True),
+        ]
+        return [
+            f"WARNING: {name} on {address}:{port} is reachable beyond this machine"
+            + (" in plain text (gRPC TLS: --grpc-tls-cert; HTTP and metrics then stay on 127.0.0.1)" if plain else "")
+            for name, address, port, plain in ports
+            if port is not None and not is_loopback(address)
+        ]
+
+    def control_note(self) -> str:
+        """Who can use the control APIs, in words (printed by `hpsv3 serve` and the entrypoint)."""
+        holder = "a random key made for this start, held by the watchdog only" if self._own_key else "the key file"
+        return f"load/unload/index/config/shared-memory/trace/logging need header {ADMIN_HEADER}: {holder}"
 
     @property
-    def _connect_host(self) -> str:
-        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+    def admin_key(self) -> str:
+        """The key of the restricted APIs (for the watchdog; never printed)."""
+        return self._admin_key
+
+    def admin_headers(self, grpc: bool) -> dict[str, str]:
+        """What the restricted APIs (load, unload, index, config, shared memory, trace, logging) need: the admin key
+        as an HTTP header, or as gRPC metadata (`grpc=True`)."""
+        return admin_headers(self._admin_key, grpc)
+
+    # -- addresses -----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _connect_host(address: str) -> str:
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(address, address)
         return f"[{host}]" if ":" in host else host
 
     @property
     def grpc_url(self) -> str:
         """`host:port` for tritonclient.grpc / HPSv3Client."""
-        return f"{self._connect_host}:{self.grpc_port}"
+        return f"{self._connect_host(self.host)}:{self.grpc_port}"
 
     @property
     def http_url(self) -> str | None:
-        return f"http://{self._connect_host}:{self.http_port}" if self.http_port is not None else None
+        if self.http_port is None:
+            return None
+        return f"http://{self._connect_host(self.http_address)}:{self.http_port}"
 
     @property
     def metrics_url(self) -> str | None:
         """The Prometheus endpoint (`.../metrics`)."""
-        return f"http://{self._connect_host}:{self.metrics_port}/metrics" if self.metrics_port is not None else None
+        if self.metrics_port is None:
+            return None
+        return f"http://{self._connect_host(self.metrics_address)}:{self.metrics_port}/metrics"
 
     @property
     def log_path(self) -> Path | None:
@@ -256,16 +302,21 @@ class TritonServer:
     def _check_ports(self) -> None:
         if self.tls is not None and self.tls.client_ca is not None and self.http_port is None:
             raise ServerStartError("mutual TLS on gRPC needs the HTTP port for readiness checks (give --http-port)")
-        ports = {"grpc": self.grpc_port, "http": self.http_port, "metrics": self.metrics_port}
-        for kind, port in ports.items():
-            if port is not None and _port_in_use(self.host, port):
+        ports = {
+            "grpc": (self.host, self.grpc_port),
+            "http": (self.http_address, self.http_port),
+            "metrics": (self.metrics_address, self.metrics_port),
+        }
+        for kind, (address, port) in ports.items():
+            if port is not None and _port_in_use(address, port):
                 raise ServerStartError(
-                    f"{kind} port {port} on {self.host} is already in use (another tritonserver or `hpsv3 serve`?); "
+                    f"{kind} port {port} on {address} is already in use (another tritonserver or `hpsv3 serve`?); "
                     f"stop it or choose another port with --{kind}-port"
                 )
 
-    def arguments(self, backend_dir: Path | None = None) -> list[str]:
-        """tritonserver's arguments; `backend_dir`: the prepared nvidia-pytriton backends (None: the system's)."""
+    def arguments(self, backend_dir: Path | None = None, redacted: bool = False) -> list[str]:
+        """tritonserver's arguments; `backend_dir`: the prepared nvidia-pytriton backends (None: the system's);
+        `redacted`: the admin key replaced by a placeholder, for printing."""
         args = [f"--model-repository={self.model_repository}"]
         if backend_dir is not None:
             dist, _ = _pytriton_paths()
@@ -283,11 +334,12 @@ class TritonServer:
         if self.http_port is None:
             args.append("--allow-http=false")
         else:
-            args += [f"--http-address={self.host}", f"--http-port={self.http_port}"]
+            args += [f"--http-address={self.http_address}", f"--http-port={self.http_port}"]
         if self.metrics_port is None:
             args.append("--allow-metrics=false")
         else:
-            args += [f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}"]
+            args += [f"--metrics-address={self.metrics_address}", f"--metrics-port={self.metrics_port}"]
+        args += restriction_arguments("<admin key>" if redacted else self._admin_key, self.http_port is not None)
         return args + self.extra_args
 
     def _environment(self) -> dict[str, str]:

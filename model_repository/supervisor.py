@@ -5,7 +5,7 @@ Triton's Python backend does not restart a dead stub: every later request to tha
 issue 8604). So the server runs with explicit model control, and this thread counts each model's live stubs
 (from /proc) every `interval_s`; when a model has fewer than it started with, it asks the server to load the
 model again (new stubs) and records how long the service was degraded. The client retries the requests that
-failed meanwhile, so none is lost.
+failed meanwhile, so none is lost. Loading is a restricted API: the watchdog sends the server's admin key.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .admin import admin_headers
 from .processes import python_stubs
 
 RELOAD_MARKER = "hpsv3_reloaded_at"  # a model config parameter only the watchdog sets
@@ -43,12 +44,15 @@ class StubWatchdog(threading.Thread):
         interval_s: float = 1.0,
         say: Callable[[str], None] = print,
         http_url: str | None = None,
+        admin_key: str = "",
     ) -> None:
         """`http_url`: reload through the server's HTTP port (plain, loopback) when it has one, so a gRPC port
-        that takes TLS only does not stop the watchdog; else through `grpc_url` in plain gRPC."""
+        that takes TLS only does not stop the watchdog; else through `grpc_url` in plain gRPC. `admin_key`: the
+        key of the server's restricted APIs (loading is one)."""
         super().__init__(name="hpsv3-stub-watchdog", daemon=True)
         self.server_pid, self.grpc_url, self.interval_s, self.say = server_pid, grpc_url, interval_s, say
         self.http_url = http_url
+        self.admin_key = admin_key
         self.expected = {model: len(pids) for model, pids in python_stubs(server_pid).items()}
         self.recoveries: list[Recovery] = []
         self._stop_event = threading.Event()
@@ -85,16 +89,20 @@ class StubWatchdog(threading.Thread):
         import tritonclient.grpc as grpcclient
 
         with grpcclient.InferenceServerClient(self.grpc_url) as client:
-            config = _marked(client.get_model_config(model, as_json=True)["config"])
-            client.load_model(model, config=json.dumps(config), client_timeout=300)
+            headers = admin_headers(self.admin_key, grpc=True)
+            config = _marked(client.get_model_config(model, headers=headers, as_json=True)["config"])
+            client.load_model(model, headers=headers, config=json.dumps(config), client_timeout=300)
 
     def _load_over_http(self, model: str) -> None:
         """Triton's HTTP model repository API: GET the model's config, POST a load with it."""
-        with _DIRECT.open(f"{self.http_url}/v2/models/{model}/config", timeout=30) as response:
+        headers = admin_headers(self.admin_key, grpc=False)
+        config_request = urllib.request.Request(f"{self.http_url}/v2/models/{model}/config", headers=headers)
+        with _DIRECT.open(config_request, timeout=30) as response:
             config = _marked(json.load(response))
         body = json.dumps({"parameters": {"config": json.dumps(config)}}).encode()
         request = urllib.request.Request(f"{self.http_url}/v2/repository/models/{model}/load", data=body,
-                                         headers={"Content-Type": "application/json"}, method="POST")  # fmt: skip
+                                         headers={"Content-Type": "application/json", **headers},
+                                         method="POST")  # fmt: skip
         with _DIRECT.open(request, timeout=300) as response:
             response.read()
 

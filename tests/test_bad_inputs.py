@@ -73,7 +73,7 @@ def bad_corpus() -> dict[str, tuple[bytes, str, str]]:
 @pytest.fixture(scope="module")
 def limited_scorer(scorer: Scorer, tiny: Path) -> Scorer:
     """The tiny scorer with small limits (the server test uses the same numbers in its repository)."""
-    return Scorer(scorer.engine, PromptTokenizer.from_base(tiny / "base", LIMITS.max_prompt_tokens), 4, LIMITS)
+    return Scorer(scorer.engine, PromptTokenizer.from_base(tiny / "base", LIMITS), 4, LIMITS)
 
 
 def test_python_api_scores_every_format_and_names_every_bad_item(limited_scorer: Scorer) -> None:

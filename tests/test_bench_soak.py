@@ -66,7 +66,9 @@ def supervised_server(tiny_artifacts: Path, tmp_path: Path) -> Iterator[tuple[Tr
     server = TritonServer(repository, grpc_port=free_port(), http_port=None, metrics_port=None,
                           workdir=tmp_path / "server", explicit_models=True)  # fmt: skip
     server.start(timeout_s=180)
-    watchdog = StubWatchdog(server.pid, server.grpc_url, interval_s=0.5, say=lambda line: None)
+    watchdog = StubWatchdog(
+        server.pid, server.grpc_url, interval_s=0.5, say=lambda line: None, admin_key=server.admin_key
+    )
     watchdog.start()
     yield server, watchdog
     watchdog.stop()

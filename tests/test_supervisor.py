@@ -38,7 +38,14 @@ def test_a_killed_stub_is_reloaded_and_no_request_is_lost(route: str, tmp_path: 
                           workdir=tmp_path, explicit_models=True, tls=tls)  # fmt: skip
     server.start(timeout_s=120)
     said: list[str] = []
-    watchdog = StubWatchdog(server.pid, server.grpc_url, interval_s=0.2, say=said.append, http_url=server.http_url)
+    watchdog = StubWatchdog(
+        server.pid,
+        server.grpc_url,
+        interval_s=0.2,
+        say=said.append,
+        http_url=server.http_url,
+        admin_key=server.admin_key,
+    )
     watchdog.start()
     try:
         (victim,) = python_stubs(server.pid)["hpsv3"]

@@ -16,11 +16,15 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from hpsv3_repository.responses import error_response
 from hpsv3_serve.engines.vllm_engine import embeds_prompt, engine_arguments, pooled
+from hpsv3_serve.limits import InputLimits
+from hpsv3_serve.prompt import PromptTokenizer
+from hpsv3_serve.step_inputs import check_grid, check_image_embeds, single
 
 
 def _input(request, name: str) -> np.ndarray:
-    return pb_utils.get_input_tensor_by_name(request, name).as_numpy()[0]
+    return single(pb_utils.get_input_tensor_by_name(request, name).as_numpy(), name)
 
 
 class TritonPythonModel:
@@ -39,6 +43,8 @@ class TritonPythonModel:
         if parameters.get("quantization", "none") != "none":
             arguments["quantization"] = parameters["quantization"]  # e.g. fp8: vLLM quantizes the weights at load
         self.hidden_size = json.loads((folder / "config.json").read_text())["hidden_size"]
+        limits = InputLimits(max_prompt_tokens=int(parameters["max_prompt_tokens"]))
+        self.sequences = PromptTokenizer.from_base(Path(parameters["base"]), limits).sequence_rules
         self.pooling_params = PoolingParams(task="embed")
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="vllm-loop", daemon=True).start()
@@ -59,11 +65,12 @@ class TritonPythonModel:
         return final
 
     def _prompt(self, request) -> tuple[dict, int]:
-        ids, embeds = _input(request, "_INPUT_IDS"), _input(request, "_IMAGE_EMBEDS")
-        grid = _input(request, "_GRID_THW")
-        if len(embeds) != grid[1] * grid[2] // 4:
-            raise ValueError(f"{len(embeds)} image embeddings for an image grid of {grid.tolist()}")
-        return embeds_prompt(ids, embeds, tuple(int(v) for v in grid)), len(ids)
+        """vLLM's prompt for the request, after checking it is one preprocess and vision_encoder could send."""
+        ids, embeds, grid = (_input(request, name) for name in ("_INPUT_IDS", "_IMAGE_EMBEDS", "_GRID_THW"))
+        grid = check_grid(grid)
+        check_image_embeds(embeds, grid, self.hidden_size)
+        self.sequences.check(ids, len(embeds))
+        return embeds_prompt(ids, embeds, grid), len(ids)
 
     def execute(self, requests: list) -> list:
         responses: list = [None] * len(requests)
@@ -72,14 +79,14 @@ class TritonPythonModel:
             try:
                 prompt, length = self._prompt(request)
                 jobs[index] = (asyncio.run_coroutine_threadsafe(self._hidden(prompt), self.loop), length)
-            except (ValueError, IndexError) as exc:
-                responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"language model: {exc}"))
+            except Exception as exc:  # this request fails alone, the rest go on
+                responses[index] = error_response(pb_utils, "language_model", exc)
         for index, (future, length) in jobs.items():
             try:
                 hidden = pooled([future.result()], [length], self.hidden_size)
                 responses[index] = pb_utils.InferenceResponse([pb_utils.Tensor("_HIDDEN", hidden)])
-            except Exception as exc:  # vLLM's errors are not typed; this request fails, the rest go on
-                responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"language model: {exc}"))
+            except Exception as exc:  # vLLM's errors are not typed: logged, the client gets an incident id
+                responses[index] = error_response(pb_utils, "language_model", exc)
         return responses
 
     def finalize(self) -> None:

@@ -6,33 +6,38 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from hpsv3_repository.responses import answer_batch
 from hpsv3_serve.engines.onnx_engine import OnnxLanguageTower
+from hpsv3_serve.limits import InputLimits
+from hpsv3_serve.prompt import PromptTokenizer
+from hpsv3_serve.step_inputs import check_grid, check_image_embeds, single
 
 
 def _input(request, name: str) -> np.ndarray:
-    return pb_utils.get_input_tensor_by_name(request, name).as_numpy()[0]
+    return single(pb_utils.get_input_tensor_by_name(request, name).as_numpy(), name)
 
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
-        parameters = json.loads(args["model_config"])["parameters"]
-        threads = int(parameters["threads"]["string_value"])
-        self.tower = OnnxLanguageTower(Path(parameters["artifacts"]["string_value"]), threads=threads)
+        parameters = {
+            key: value["string_value"] for key, value in json.loads(args["model_config"])["parameters"].items()
+        }
+        self.tower = OnnxLanguageTower(Path(parameters["artifacts"]), threads=int(parameters["threads"]))
+        self.hidden_size = self.tower.embed_tokens.shape[1]
+        limits = InputLimits(max_prompt_tokens=int(parameters["max_prompt_tokens"]))
+        self.sequences = PromptTokenizer.from_base(Path(parameters["base"]), limits).sequence_rules
+
+    def _embed(self, request) -> np.ndarray:
+        """The request's sequence embedded, after checking it is one preprocess and vision_encoder could send."""
+        ids, embeds, grid = (_input(request, name) for name in ("_INPUT_IDS", "_IMAGE_EMBEDS", "_GRID_THW"))
+        grid = check_grid(grid)
+        check_image_embeds(embeds, grid, self.hidden_size)
+        self.sequences.check(ids, len(embeds))
+        return self.tower.embed(ids, embeds)
+
+    def _run(self, sequences: list[np.ndarray]) -> list[list]:
+        hidden = self.tower(sequences)
+        return [[pb_utils.Tensor("_HIDDEN", hidden[row : row + 1])] for row in range(len(sequences))]
 
     def execute(self, requests: list) -> list:
-        responses: list = [None] * len(requests)
-        rows, sequences = [], []
-        for index, request in enumerate(requests):
-            try:
-                embeds, grid = _input(request, "_IMAGE_EMBEDS"), _input(request, "_GRID_THW")
-                if len(embeds) != grid[1] * grid[2] // 4:
-                    raise ValueError(f"{len(embeds)} image embeddings for an image grid of {grid.tolist()}")
-                sequences.append(self.tower.embed(_input(request, "_INPUT_IDS"), embeds))
-                rows.append(index)
-            except (ValueError, IndexError) as exc:
-                responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"language model: {exc}"))
-        if sequences:
-            hidden = self.tower(sequences)
-            for row, index in enumerate(rows):
-                responses[index] = pb_utils.InferenceResponse([pb_utils.Tensor("_HIDDEN", hidden[row : row + 1])])
-        return responses
+        return answer_batch(pb_utils, "language_model", requests, self._embed, self._run)

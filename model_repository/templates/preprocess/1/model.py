@@ -6,16 +6,25 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from hpsv3_serve.errors import InputError, PromptError
+from hpsv3_repository.responses import answer_each
+from hpsv3_serve.errors import InputError, PromptError, TensorError
 from hpsv3_serve.inputs import describe, grid_of, load_image, patch_pixels, resize, vision_position_ids
 from hpsv3_serve.limits import InputLimits
 from hpsv3_serve.prompt import PromptTokenizer
+from hpsv3_serve.step_inputs import single
 
-LIMITS = ("max_image_bytes", "max_image_pixels", "max_prompt_tokens")  # parameters set by `hpsv3 serve`
+LIMITS = ("max_image_bytes", "max_image_pixels", "max_prompt_tokens", "max_prompt_bytes")  # set by `hpsv3 serve`
 
 
 def _scalar(request, name: str) -> bytes:
-    return pb_utils.get_input_tensor_by_name(request, name).as_numpy().reshape(-1)[0]
+    return bytes(single(pb_utils.get_input_tensor_by_name(request, name).as_numpy(), name)[0])
+
+
+def _tensor(exc: InputError) -> str:
+    """Which public input an error is about: the client sees `PROMPT: ...` or `IMAGE: ...`."""
+    if isinstance(exc, TensorError):
+        return exc.input_name
+    return "PROMPT" if isinstance(exc, PromptError) else "IMAGE"
 
 
 class TritonPythonModel:
@@ -23,15 +32,16 @@ class TritonPythonModel:
         parameters = json.loads(args["model_config"])["parameters"]
         limits = {key: int(parameters[key]["string_value"]) for key in LIMITS if key in parameters}
         self.limits = InputLimits(allow_urls=False, **limits)  # the server takes bytes and never fetches
-        base = Path(parameters["base"]["string_value"])
-        self.tokenizer = PromptTokenizer.from_base(base, self.limits.max_prompt_tokens)
+        self.tokenizer = PromptTokenizer.from_base(Path(parameters["base"]["string_value"]), self.limits)
 
     def _prepare(self, request) -> list:
         try:
             prompt = _scalar(request, "PROMPT").decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise PromptError("PROMPT", f"not valid UTF-8 ({exc})") from exc
-        data = bytes(_scalar(request, "IMAGE"))
+            raise PromptError(
+                "PROMPT", f"not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at {exc.start})"
+            ) from None
+        data = _scalar(request, "IMAGE")
         image = resize(load_image(data, self.limits), describe(data))
         patches, grid = patch_pixels(image), grid_of(image)
         ids = self.tokenizer.encode_one(prompt, len(patches) // 4)
@@ -43,12 +53,4 @@ class TritonPythonModel:
         ]
 
     def execute(self, requests: list) -> list:
-        responses = []
-        for request in requests:
-            try:
-                responses.append(pb_utils.InferenceResponse(output_tensors=self._prepare(request)))
-            except InputError as exc:  # this request fails alone; the batch goes on
-                tensor = "PROMPT" if isinstance(exc, PromptError) else "IMAGE"
-                error = pb_utils.TritonError(f"{tensor}: {exc.reason}", pb_utils.TritonError.INVALID_ARG)
-                responses.append(pb_utils.InferenceResponse(error=error))
-        return responses
+        return answer_each(pb_utils, "preprocess", requests, self._prepare, _tensor)
