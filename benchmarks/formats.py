@@ -161,19 +161,26 @@ def _models(record: dict, first: str, second: str) -> tuple[str, str] | None:
     return (str(record[first]), str(record[second])) if record.get(first) and record.get(second) else None
 
 
+def _prompt(record: dict, key: str = "prompt") -> str:
+    """The record's prompt; a prompt that is not text makes the record malformed (its text is judged per item)."""
+    if not isinstance(record[key], str):
+        raise TypeError(f"{key} must be text, got {type(record[key]).__name__}")
+    return record[key]
+
+
 def _hpdv3(record: dict, image: _Resolver, where: str) -> list[Pair]:
     counts = sorted(record.get("choice_dist") or [], reverse=True)
     tie = len(counts) >= 2 and counts[0] == counts[1]
     models = _models(record, "model1", "model2")
     chosen, rejected = image(record["path1"], f"{where}.path1"), image(record["path2"], f"{where}.path2")
-    return [Pair(record["prompt"], chosen, rejected, tie, models)]
+    return [Pair(_prompt(record), chosen, rejected, tie, models)]
 
 
 def _hpdv2_pairs(record: dict, image: _Resolver, where: str) -> list[Pair]:
     first, second = (image(p, f"{where}.file_path[{i}]") for i, p in enumerate(record["file_path"]))
     left, right = record["human_preference"]
     chosen, rejected = (second, first) if right > left else (first, second)
-    return [Pair(record["prompt"], chosen, rejected, human_tie=left == right)]
+    return [Pair(_prompt(record), chosen, rejected, human_tie=left == right)]
 
 
 def _pickapic(record: dict, image: _Resolver, where: str) -> list[Pair]:
@@ -182,7 +189,7 @@ def _pickapic(record: dict, image: _Resolver, where: str) -> list[Pair]:
     if record["label_1"] > record["label_0"]:
         first, second = second, first
         models = models[::-1] if models else None
-    return [Pair(record["caption"], first, second, record["label_0"] == record["label_1"], models)]
+    return [Pair(_prompt(record, "caption"), first, second, record["label_0"] == record["label_1"], models)]
 
 
 def _ranked(record: dict, image: _Resolver, where: str, images_key: str, ranks_key: str) -> RankedList:
@@ -190,7 +197,7 @@ def _ranked(record: dict, image: _Resolver, where: str, images_key: str, ranks_k
     if len(paths) != len(ranks):
         raise DataError(f"--data {image.data_file}: record {where}: {len(paths)} {images_key} but {len(ranks)} ranks")
     images = tuple(image(p, f"{where}.{images_key}[{i}]") for i, p in enumerate(paths))
-    return RankedList(record["prompt"], images, tuple(float(r) for r in ranks))
+    return RankedList(_prompt(record), images, tuple(float(r) for r in ranks))
 
 
 RANKED_FIELDS = {"hpdv2": ("image_path", "rank"), "imagereward": ("generations", "ranking")}

@@ -43,11 +43,12 @@ def discover(root: Path, limit: int | None = None) -> tuple[str, dict[str, dict[
 
 
 def read_prompt(image: Path, first_line: bool) -> str | None:
-    """The prompt in IMAGE.txt (stripped; only its first line with `first_line`), None when there is no file."""
+    """The prompt in IMAGE.txt (stripped; only its first line with `first_line`), None when there is no file.
+    Bytes that are not UTF-8 are kept as lone surrogates, so that image alone fails, as "not valid UTF-8"."""
     text_file = image.with_suffix(".txt")
     if not text_file.is_file():
         return None
-    text = text_file.read_text(encoding="utf-8").strip()
+    text = text_file.read_text(encoding="utf-8", errors="surrogateescape").strip()
     return text.splitlines()[0].strip() if first_line and text else text
 
 

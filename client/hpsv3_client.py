@@ -32,7 +32,7 @@ from tritonclient.utils import InferenceServerException
 from hpsv3_serve.errors import HPSv3Error, InputError
 from hpsv3_serve.inputs import ImageInput, describe, read_image_bytes
 from hpsv3_serve.prompt import check_prompt
-from hpsv3_serve.results import ScoreResult
+from hpsv3_serve.results import ScoreResult, printable
 
 DEFAULT_URL = "127.0.0.1:8001"
 MAX_COOLDOWN_S = 30.0
@@ -66,14 +66,6 @@ def _retryable(exc: InferenceServerException) -> bool:
     return exc.status() == _UNAVAILABLE or _UNLOADING in message or _RECOVERING in message
 
 
-def _name(image: object) -> str:
-    """`describe(image)`, or a repr for objects that are not image inputs at all."""
-    try:
-        return describe(image)
-    except TypeError:
-        return repr(image)[:80]
-
-
 def encode_image(image: ImageInput) -> bytes:
     """The encoded file bytes the server decodes: files and URLs as they are, PIL images as lossless PNG.
 
@@ -81,7 +73,7 @@ def encode_image(image: ImageInput) -> bytes:
     decoding does to every image anyway. Raises `InputError` naming the input.
     """
     if not isinstance(image, (str, os.PathLike, bytes, bytearray, Image.Image)):
-        raise InputError(_name(image), f"an image must be a path, URL, bytes or PIL image, not {type(image).__name__}")
+        raise InputError(describe(image), "an image must be a path, URL, bytes or PIL image")
     if isinstance(image, Image.Image):
         buffer = io.BytesIO()
         (image if image.mode in PNG_MODES else image.convert("RGB")).save(buffer, format="PNG")
@@ -281,10 +273,9 @@ class HPSv3Client:
             return ServerUnavailableError, f"{endpoint.url}: {exc.status()}: {exc.message()}"
         if not ready:
             self._mark_down(endpoint, f"model {self.model!r} not ready")
-            names = await self._model_names(endpoint)
             return ModelNotReadyError, (
-                f"the server at {endpoint.url} answers but model {self.model!r} is not ready (still loading, or "
-                f"not in its model repository: {names})"
+                f"the server at {endpoint.url} answers but model {self.model!r} is not ready (still loading, or not "
+                "served there: check the model name; hpsv3 serve's ensemble is 'hpsv3')"
             )
         endpoint.checked, endpoint.failures = True, 0
         return None
@@ -302,13 +293,6 @@ class HPSv3Client:
             if attempt == self.retries:
                 raise self._unavailable("; ".join(message for _, message in problems))
             await asyncio.sleep(self.backoff_s * 2**attempt * (0.5 + random.random()))
-
-    async def _model_names(self, endpoint: Endpoint) -> list[str]:
-        try:
-            index = await self._rpc(endpoint, "get_model_repository_index", as_json=True)
-        except InferenceServerException:
-            return []
-        return [f"{entry.get('name')} ({entry.get('state', 'unknown').lower()})" for entry in index.get("models", [])]
 
     async def wait_ready(self, timeout_s: float = 60.0) -> None:
         """Wait until the server serves the model; raises ServerUnavailableError/ModelNotReadyError at the end."""
@@ -341,15 +325,15 @@ class HPSv3Client:
     # -- scoring -------------------------------------------------------------------------------------------
 
     async def _score_one(self, image: ImageInput, prompt: str) -> ScoreResult:
-        result = ScoreResult(image=_name(image), prompt=str(prompt))
+        result = ScoreResult(image=describe(image), prompt=printable(prompt))
         try:
-            data = await asyncio.to_thread(encode_image, image)
             text = check_prompt(prompt).encode("utf-8")
+            data = await asyncio.to_thread(encode_image, image)
         except InputError as exc:
             result.error = str(exc)
             return result
-        except UnicodeEncodeError as exc:
-            result.error = f"{result.prompt[:60]!r}: a prompt must be valid UTF-8 text ({exc.reason})"
+        except Exception as exc:  # an input nobody foresaw (a PIL mode PNG cannot save, ...): this item's error only
+            result.error = f"{result.image}: could not be encoded ({type(exc).__name__}: {exc})"
             return result
         inputs = [_bytes_input("IMAGE", data), _bytes_input("PROMPT", text)]
         try:

@@ -148,11 +148,16 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 def _run(
     args: argparse.Namespace, prompts: list[str], generators: list[Generator], settings: Settings, tls: dict
 ) -> int:
-    """Check the endpoint, then run each prompt not finished yet; write OUTPUT/summary.json."""
+    """Check the endpoint, then run each prompt not finished yet; write OUTPUT/summary.json. A prompt that fails
+    (refused by the endpoint's rules, no generator, a scoring error, anything it raises) is reported and skipped:
+    the other prompts still run, and the exit status is 1."""
+    from hpsv3_serve.prompt import check_prompt
+    from hpsv3_serve.results import printable
+
     from .generators import tiny_weights
-    from .loop import NoGeneratorError, run_prompt
+    from .loop import run_prompt
     from .resume import finished, prompt_folder
-    from .scoring import BackgroundScorer, ScoreError
+    from .scoring import BackgroundScorer
     from .tiny_pipelines import default_root
 
     with BackgroundScorer(args.server, model=args.model_name, **tls) as scorer:
@@ -163,23 +168,27 @@ def _run(
             return 2
         if args.tiny is not None:
             generators = tiny_weights(generators, default_root() if args.tiny is True else Path(args.tiny))
-        summary = []
+        summary, failed = [], 0
         for index, prompt in enumerate(prompts):
             folder = prompt_folder(args.output, index, prompt)
+            entry = {"prompt": printable(prompt), "folder": folder.name}
             report = finished(folder, prompt)
             if report is not None:
                 print(f"skip {folder} (finished: {report['final']['score']:.4f})", file=sys.stderr)
             else:
                 try:
-                    report = run_prompt(prompt, generators, settings, scorer, folder)
-                except (NoGeneratorError, ScoreError) as exc:
-                    print(f"error: {exc}", file=sys.stderr)
-                    return 1
+                    report = run_prompt(check_prompt(prompt), generators, settings, scorer, folder)
+                except Exception as exc:  # this prompt fails alone; the next one runs
+                    failed += 1
+                    summary.append({**entry, "error": f"{type(exc).__name__}: {exc}"})
+                    print(f"error: prompt {index + 1} ({printable(prompt)[:60]!r}): {exc}", file=sys.stderr)
+                    continue
                 print(f"done {folder}: {report['best_model']}, final score {report['final']['score']:.4f}")
-            summary.append({"prompt": prompt, "folder": folder.name, "best_model": report["best_model"],
-                            "score": report["final"]["score"]})  # fmt: skip
+            summary.append({**entry, "best_model": report["best_model"], "score": report["final"]["score"]})
     (args.output / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
-    return 0
+    if failed:
+        print(f"{failed} of {len(prompts)} prompts failed (see summary.json)", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _quiet_libraries() -> None:

@@ -9,9 +9,10 @@ from pathlib import Path
 
 
 def read_prompts(path: Path) -> list[str]:
-    """One prompt per non-empty line (a JSONL line {"prompt": ...} also works). Raises ValueError naming the line."""
+    """One prompt per non-empty line (a JSONL line {"prompt": ...} also works). Raises ValueError naming the line.
+    Bytes that are not UTF-8 stay as lone surrogates: that prompt alone fails, as "not valid UTF-8"."""
     prompts = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="surrogateescape").splitlines(), 1):
         text = line.strip()
         if not text:
             continue

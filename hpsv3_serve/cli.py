@@ -31,16 +31,19 @@ EPILOG = """examples:
 
 
 def _read_input_file(path: Path, images_root: Path | None) -> Iterator[tuple[str, str] | str]:
-    """(image, prompt) per JSONL line, or an error string naming the line."""
+    """(image, prompt) per JSONL line, or an error string naming the line (a bad line never ends the file)."""
     root = images_root or path.resolve().parent
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            if not raw.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = json.loads(raw.decode("utf-8"))
                 image, prompt = record["image"], record.get("prompt", "")
-            except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            except UnicodeDecodeError as exc:
+                yield f"{path}:{number}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at {exc.start})"
+                continue
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:  # JSON, shape, nesting
                 yield f'{path}:{number}: expected {{"image": ..., "prompt": ...}} ({exc})'
                 continue
             if isinstance(image, str) and "://" not in image and not image.startswith("data:"):

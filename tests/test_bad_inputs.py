@@ -4,7 +4,6 @@ items around it are scored."""
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -20,54 +19,11 @@ from hpsv3_serve.limits import InputLimits
 from hpsv3_serve.prompt import PromptTokenizer
 from hpsv3_serve.scorer import Scorer
 
+from .hostile import bad_corpus, encoded, good_corpus, picture
+
 HPSV3 = str(Path(sys.executable).with_name("hpsv3"))
 SERVED_VS_INPROCESS = 2e-5
 LIMITS = InputLimits(max_image_bytes=2_000_000, max_image_pixels=40_000_000, max_prompt_tokens=64)
-
-
-def _encoded(image: Image.Image, fmt: str, **options: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
-def _picture(mode: str = "RGB", size: tuple[int, int] = (96, 64)) -> Image.Image:
-    rng = np.random.default_rng(sum(map(ord, mode)))
-    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).convert(mode)
-
-
-def good_corpus() -> dict[str, bytes]:
-    """Every format and mode the official `Image.open(...).convert("RGB")` decodes."""
-    sixteen = Image.fromarray(np.arange(64 * 96, dtype=np.uint16).reshape(64, 96) * 10)
-    frames = [_picture(), _picture("L").convert("RGB")]
-    return {
-        "rgb.jpg": _encoded(_picture(), "JPEG", quality=90),
-        "cmyk.jpg": _encoded(_picture("CMYK"), "JPEG"),
-        "rgba.png": _encoded(_picture("RGBA"), "PNG"),
-        "grey16.png": _encoded(sixteen, "PNG"),
-        "palette-transparency.png": _encoded(_picture("P"), "PNG", transparency=0),
-        "lossless.webp": _encoded(_picture(), "WEBP", lossless=True),
-        "animated.gif": _encoded(frames[0], "GIF", save_all=True, append_images=frames[1:]),
-        "bitmap.bmp": _encoded(_picture(), "BMP"),
-        "scan.tiff": _encoded(_picture(), "TIFF"),
-    }
-
-
-def bad_corpus() -> dict[str, tuple[bytes, str, str]]:
-    """name → (image bytes, prompt, a fragment of the expected error) for every class of bad input."""
-    ok = _encoded(_picture(), "PNG")
-    bomb = _encoded(Image.new("1", (8000, 8000)), "PNG")  # 64 M pixels in a few kB
-    return {
-        "empty": (b"", "p", "not a recognised image format"),
-        "text": (b"just some text, not a picture", "p", "not a recognised image format"),
-        "truncated.png": (ok[: len(ok) // 2], "p", "could not decode"),
-        "corrupt.jpg": (b"\xff\xd8\xff\xe0" + bytes(200), "p", "not a recognised image format"),
-        "huge-file": (ok + bytes(2_100_000), "p", "over the limit of 2000000"),
-        "bomb.png": (bomb, "p", "8000x8000 is 64000000 pixels, over the limit of 40000000"),
-        "thin.png": (_encoded(Image.new("RGB", (4020, 20)), "PNG"), "p", "aspect ratio must be smaller than 200"),
-        "long-prompt": (ok, "word " * 100, "over the limit of 64 (raise it with --max-prompt-tokens)"),
-        "reserved-token": (ok, "a <|image_pad|> b", "reserved token <|image_pad|>"),
-    }
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +72,8 @@ def test_server_answers_every_format_each_bad_item_alone_and_keeps_serving(
     the in-process score, every bad one an INVALID_ARG naming the reason."""
     good = good_corpus()
     bad = {name: case for name, case in bad_corpus().items() if name not in ("huge-file", "long-prompt")}
-    bad["bomb.png"] = (_encoded(Image.new("1", (10000, 9000)), "PNG"), "p", "over the limit of 80000000")
-    bad["not-utf8"] = (_encoded(_picture(), "PNG"), b"caf\xe9", "PROMPT: not valid UTF-8")
+    bad["bomb.png"] = (encoded(Image.new("1", (10000, 9000)), "PNG"), "p", "over the limit of 80000000")
+    bad["not-utf8"] = (encoded(picture(), "PNG"), b"caf\xe9", "PROMPT: not valid UTF-8")
     images, prompts = [], []
     for data, prompt, _ in bad.values():
         images += [data, good["rgb.jpg"]]

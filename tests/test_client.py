@@ -112,7 +112,7 @@ def test_unreachable_server_is_a_quick_clear_error() -> None:
 
 
 def test_unknown_model_is_a_clear_error(toy_server: TritonServer) -> None:
-    with pytest.raises(ModelNotReadyError, match=r"'nope' is not ready.*hpsv3 \(ready\)"):
+    with pytest.raises(ModelNotReadyError, match=r"'nope' is not ready.*check the model name"):
         HPSv3Client(toy_server.grpc_url, model="nope").score([b"a"], "p")
 
 
