@@ -181,7 +181,7 @@ def _run(
                 except Exception as exc:  # this prompt fails alone; the next one runs
                     failed += 1
                     summary.append({**entry, "error": f"{type(exc).__name__}: {exc}"})
-                    print(f"error: prompt {index + 1} ({printable(prompt)[:60]!r}): {exc}", file=sys.stderr)
+                    print(f"error: prompt {index + 1}: {exc}", file=sys.stderr)
                     continue
                 print(f"done {folder}: {report['best_model']}, final score {report['final']['score']:.4f}")
             summary.append({**entry, "best_model": report["best_model"], "score": report["final"]["score"]})

@@ -120,3 +120,21 @@ def test_prompts_file_interrupted_and_restarted_skips_finished_prompts(
     assert {path: path.stat().st_mtime_ns for path in done_before} == done_before  # not redone
     summary = json.loads((output / "summary.json").read_text())
     assert [entry["prompt"] for entry in summary] == prompts
+
+
+def test_hostile_prompts_fail_alone_and_the_others_finish(tiny_server: TritonServer, tiny_cache: Path, tmp_path: Path):
+    """A prompts file with lines the endpoint refuses (bytes that are not UTF-8, a reserved token, a JSON lone
+    surrogate, 40 KB of text): each is reported in summary.json and on stderr, the good prompts finish, exit 1."""
+    lines = [b"a red fox", b"caf\xe9 au lait", b"a <|Reward|> trick", b'{"prompt": "\\ud800"}', b"x" * 40_000,
+             b"a lighthouse at night"]  # fmt: skip
+    (tmp_path / "prompts.txt").write_bytes(b"\n".join(lines) + b"\n")
+    code = _run(tiny_server, tiny_cache, tmp_path / "out", "--prompts", str(tmp_path / "prompts.txt"),
+                "--models", "flux", "--best-of", "2")  # fmt: skip
+    assert code == 1
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
+    assert [entry.get("error", "").split(": ", 1)[0] for entry in summary] == ["", *["PromptError"] * 3, "ScoreError", ""]
+    for entry, fragment in zip(summary[1:5], ["not valid UTF-8", "reserved token", "not valid UTF-8", "over the limit"],
+                               strict=True):  # fmt: skip
+        assert fragment in entry["error"], entry
+    assert (tmp_path / "out" / summary[0]["folder"] / "report.json").is_file()
+    assert (tmp_path / "out" / summary[-1]["folder"] / "report.json").is_file()
