@@ -132,7 +132,12 @@ def test_hostile_prompts_fail_alone_and_the_others_finish(tiny_server: TritonSer
                 "--models", "flux", "--best-of", "2")  # fmt: skip
     assert code == 1
     summary = json.loads((tmp_path / "out" / "summary.json").read_text(encoding="utf-8"))
-    assert [entry.get("error", "").split(": ", 1)[0] for entry in summary] == ["", *["PromptError"] * 3, "ScoreError", ""]
+    assert [entry.get("error", "").split(": ", 1)[0] for entry in summary] == [
+        "",
+        *["PromptError"] * 3,
+        "ScoreError",
+        "",
+    ]
     for entry, fragment in zip(summary[1:5], ["not valid UTF-8", "reserved token", "not valid UTF-8", "over the limit"],
                                strict=True):  # fmt: skip
         assert fragment in entry["error"], entry

@@ -5,13 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import jinja2
+import numpy as np
 import pytest
 
-from hpsv3_serve.errors import PromptError
+from hpsv3_serve.errors import PromptError, TensorError
+from hpsv3_serve.limits import InputLimits
 from hpsv3_serve.prompt import (
     INSTRUCTION,
     PROMPT_WITH_SPECIAL_TOKEN,
     REWARD_TOKEN_ID,
+    VOCAB_ROWS,
     PromptTokenizer,
     render_chat,
 )
@@ -69,3 +72,52 @@ def test_reserved_tokens_in_prompt_are_rejected(tokenizer: PromptTokenizer, prom
 def test_non_text_prompt_is_rejected(tokenizer: PromptTokenizer) -> None:
     with pytest.raises(PromptError, match="must be text"):
         tokenizer.encode_one(None, image_tokens=4)  # type: ignore[arg-type]
+
+
+def test_a_prompt_over_the_byte_limit_is_refused_before_tokenising(tiny: Path) -> None:
+    tokenizer = PromptTokenizer.from_base(tiny / "base", InputLimits(max_prompt_bytes=1000))
+    with pytest.raises(PromptError, match="2000000 bytes of UTF-8, over the limit of 1000"):
+        tokenizer.encode_one("x" * 2_000_000, image_tokens=4)
+    with pytest.raises(PromptError, match="1002 bytes of UTF-8"):
+        tokenizer.encode_one("€" * 334, image_tokens=4)  # bytes, not characters
+    assert tokenizer._cached.cache_info().misses == 0, "neither prompt reached the tokenizer"
+
+
+def test_only_accepted_prompts_take_a_place_in_the_cache(tiny: Path) -> None:
+    tokenizer = PromptTokenizer.from_base(tiny / "base", InputLimits(max_prompt_tokens=8))
+    for prompt in ("word " * 50, "\ud800", "a <|Reward|>"):
+        with pytest.raises(PromptError):
+            tokenizer.encode_one(prompt, image_tokens=4)
+    assert tokenizer._cached.cache_info().currsize == 0
+    tokenizer.encode_one("a fox", image_tokens=4)
+    tokenizer.encode_one("a fox", image_tokens=8)
+    assert tokenizer._cached.cache_info().currsize == 1 and tokenizer._cached.cache_info().hits == 1
+
+
+@pytest.mark.parametrize("prompt", ["\ud800", "fox \udfff", "\udce9"])
+def test_text_utf8_cannot_carry_is_refused_on_every_route_alike(tokenizer: PromptTokenizer, prompt: str) -> None:
+    with pytest.raises(PromptError, match=r"not valid UTF-8 \(lone surrogate U\+D"):
+        tokenizer.encode_one(prompt, image_tokens=4)
+
+
+@pytest.mark.parametrize("prompt", ["a\x00b", "\u202eabc\u202c", "a\u200bb\ufeff", "<|im_end|>", ""])
+def test_nul_bidi_zero_width_and_chat_markup_are_text(tokenizer: PromptTokenizer, prompt: str) -> None:
+    ids = tokenizer.encode_one(prompt, image_tokens=4)
+    tokenizer.sequence_rules.check(ids, 4)  # and the language tower accepts what preprocess makes
+
+
+def test_sequence_rules_refuse_ids_preprocess_would_not_make(tokenizer: PromptTokenizer) -> None:
+    ids = tokenizer.encode_one("a cat", image_tokens=8)
+    rules = tokenizer.sequence_rules
+    rules.check(ids, 8)
+    broken = {
+        "the wrong image token count": (ids, 4),
+        "a float": (ids.astype(np.float64), 8),
+        "past the vocabulary": (np.concatenate([ids[:-2], [VOCAB_ROWS], ids[-1:]]), 8),
+        "no reward at the end": (ids[:-1], 8),
+        "over the prompt limit": (np.concatenate([ids[:-1], np.full(3000, 9707), ids[-1:]]), 8),
+    }
+    for name, (sequence, image_tokens) in broken.items():
+        with pytest.raises(TensorError, match="_INPUT_IDS: "):
+            rules.check(sequence, image_tokens)
+        assert name

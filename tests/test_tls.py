@@ -79,3 +79,41 @@ def test_bench_scores_over_tls_and_refuses_bad_tls_flags(tls_server: TritonServe
     assert missing.returncode == 2 and "none.pem does not exist" in missing.stderr
     soak = subprocess.run([*bench, "soak", "--tls-root-cert", cert], capture_output=True, text=True, timeout=120)
     assert soak.returncode == 2 and "the --tls-* flags are for pairs, ranking and generation" in soak.stderr
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """The addresses TCP sockets listen on at `port` (/proc/net/tcp and tcp6; IPv6 "any" and loopback by name)."""
+    ipv6 = {"0" * 32: "::", "0" * 24 + "01000000": "::1"}
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path("/proc/net", table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, local_port = local.split(":")
+            if state != "0A" or int(local_port, 16) != port:  # 0A: LISTEN
+                continue
+            found.add(ipv6.get(address, address) if table == "tcp6" else
+                      ".".join(str(int(address[i : i + 2], 16)) for i in (6, 4, 2, 0)))  # fmt: skip
+    return found
+
+
+def test_with_grpc_tls_http_and_metrics_stay_on_loopback(tls_files: tuple[Path, Path], tmp_path: Path) -> None:
+    """`--host 0.0.0.0` with gRPC TLS: gRPC on every address, the plain-text HTTP and metrics ports on 127.0.0.1
+    unless named otherwise; the warnings say which ports are reachable and how."""
+    cert, key = tls_files
+    server = TritonServer(TOY_REPOSITORY, host="0.0.0.0", grpc_port=free_port(), http_port=free_port(),
+                          metrics_port=free_port(), workdir=tmp_path, tls=GrpcTls(cert, key))  # fmt: skip
+    assert server.exposure_warnings() == [
+        f"WARNING: gRPC on 0.0.0.0:{server.grpc_port} is reachable beyond this machine"
+    ]
+    server.start(timeout_s=120)
+    try:
+        assert _listening_addresses(server.grpc_port) in ({"0.0.0.0"}, {"::"})  # gRPC may take a dual-stack socket
+        assert _listening_addresses(server.http_port) == {"127.0.0.1"}
+        assert _listening_addresses(server.metrics_port) == {"127.0.0.1"}
+    finally:
+        server.stop()
+    named = TritonServer(TOY_REPOSITORY, host="0.0.0.0", tls=GrpcTls(cert, key), metrics_address="0.0.0.0")
+    assert "--metrics-address=0.0.0.0" in named.arguments() and "--http-address=127.0.0.1" in named.arguments()
+    assert "metrics on 0.0.0.0:8002 is reachable beyond this machine in plain text" in named.exposure_warnings()[1]
+    plain = TritonServer(TOY_REPOSITORY, host="0.0.0.0")
+    assert len(plain.exposure_warnings()) == 3 and "--http-address=0.0.0.0" in plain.arguments()
