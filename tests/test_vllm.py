@@ -129,18 +129,30 @@ def _triton_utils() -> types.ModuleType:
     utils.InferenceResponse = lambda output_tensors=None, error=None: types.SimpleNamespace(
         tensors=output_tensors, error=error
     )
-    utils.TritonError = lambda message, code=None: message
+    utils.TritonError = _Error
+    utils.Logger = types.SimpleNamespace(log_error=lambda message: None)
     return utils
 
 
-def test_gpu_target_language_model_returns_the_reference_hidden(vllm_folder: Path, reference, scorer: Scorer):
+class _Error(str):
+    """The stand-in's TritonError: the message, with the codes the models use."""
+
+    INVALID_ARG, INTERNAL = "INVALID_ARG", "INTERNAL"
+
+    def __new__(cls, message: str, code: str | None = None) -> _Error:
+        return str.__new__(cls, message)
+
+
+def test_gpu_target_language_model_returns_the_reference_hidden(
+    vllm_folder: Path, reference, scorer: Scorer, tiny: Path
+):
     sys.modules["triton_python_backend_utils"] = _triton_utils()
     spec = importlib.util.spec_from_file_location("language_model_gpu", GPU_MODEL)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     model = module.TritonPythonModel()
     parameters = {"vllm_model": str(vllm_folder), "dtype": "float32", "max_num_batched_tokens": "8192",
-                  "gpu_memory_utilization": "0.5"}  # fmt: skip
+                  "gpu_memory_utilization": "0.5", "base": str(tiny / "base"), "max_prompt_tokens": "2048"}  # fmt: skip
     config = {"parameters": {key: {"string_value": value} for key, value in parameters.items()}}
     model.initialize({"model_config": json.dumps(config)})
     try:
@@ -155,8 +167,11 @@ def test_gpu_target_language_model_returns_the_reference_hidden(vllm_folder: Pat
                 requests.append({"_INPUT_IDS": _Tensor("", item.input_ids[None]),
                                  "_IMAGE_EMBEDS": _Tensor("", embeds.float().numpy()[None]),
                                  "_GRID_THW": _Tensor("", np.array([item.image.grid_thw]))})  # fmt: skip
-        bad = dict(requests[0], _GRID_THW=_Tensor("", np.array([[1, 2, 2]])))  # wrong size: fails alone
-        responses = model.execute([*requests, bad])
+        bad_grid = dict(requests[0], _GRID_THW=_Tensor("", np.array([[1, 2, 2]])))  # a direct caller's: fails alone
+        ids = items[0].input_ids.copy()
+        ids[-3] = 10**9
+        bad_ids = dict(requests[0], _INPUT_IDS=_Tensor("", ids[None]))
+        responses = model.execute([*requests, bad_grid, bad_ids])
         batch = collate(items)
         with torch.inference_mode():
             embeds = reference.embed(
@@ -168,7 +183,8 @@ def test_gpu_target_language_model_returns_the_reference_hidden(vllm_folder: Pat
         for response, row in zip(responses[:3], expected, strict=True):
             assert response.error is None
             np.testing.assert_allclose(response.tensors[0].as_numpy()[0], row, atol=TOLERANCE)
-        assert "image embeddings" in responses[3].error
+        assert responses[3].error.startswith("_GRID_THW: 4 patches; preprocess makes")
+        assert responses[4].error.startswith("_INPUT_IDS: ids must lie in")
     finally:
         model.finalize()
 
