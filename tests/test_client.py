@@ -88,7 +88,7 @@ def test_unreadable_items_fail_client_side(toy_server: TritonServer, tmp_path: P
     assert [r.ok for r in results] == [False, False, True, False, False]
     assert results[0].error == f"{missing}: no such file"
     assert "data: URL" in results[1].error
-    assert "not int" in results[3].error
+    assert results[3].error == "<int>: an image must be a path, URL, bytes or PIL image"
     assert results[4].error == f"{tmp_path}: not a regular file"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
+from hpsv3_client import HPSv3Client
 from hpsv3_repository import allocator
 from hpsv3_repository.allocator import AllocatorError
 from hpsv3_repository.processes import python_stubs
@@ -155,3 +157,15 @@ def test_allocator_choices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         TritonServer(TOY_REPOSITORY, allocator="jemalloc")
     with pytest.raises(AllocatorError, match="choose one of auto, tcmalloc, jemalloc, glibc"):
         TritonServer(TOY_REPOSITORY, allocator="mimalloc")
+
+
+def test_an_unexpected_exception_reaches_the_client_as_an_incident_id_only(toy_server: TritonServer) -> None:
+    """What a model did not expect is logged with its traceback under an incident id; the client gets that id,
+    no trace, path or exception repr, and the next request is served."""
+    results = HPSv3Client(toy_server.grpc_url).score([b"CRASH now", b"fine"], "p")
+    error = results[0].error
+    match = re.fullmatch(r"<9 bytes>: hpsv3: internal error \(incident ([0-9a-f]{12}) in the server log\)", error)
+    assert match, error
+    assert results[1].mu == 4.0
+    log = toy_server.log_path.read_text(encoding="utf-8", errors="replace")
+    assert f"hpsv3: incident {match.group(1)}:" in log and "ZeroDivisionError" in log and "model.py" in log
