@@ -35,7 +35,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from hpsv3_serve.checkpoint import cached_digest, source_digest, to_official_key, to_our_key
+from hpsv3_serve.checkpoint import (
+    cached_digest,
+    require_safetensors,
+    source_digest,
+    to_official_key,
+    to_our_key,
+)
 from hpsv3_serve.errors import ModelLoadError
 from hpsv3_serve.inputs import PIXELS
 from hpsv3_serve.prompt import PromptTokenizer, chat_template
@@ -66,8 +72,7 @@ def one_d_positions(config: dict) -> dict:
 
 def _checkpoint_tensors(checkpoint: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(tower tensors in official flat names, rm_head tensors in float32) from an official/transformers-5 file."""
-    if checkpoint.suffix != ".safetensors":
-        raise ModelLoadError(f"{checkpoint}: the vLLM export reads .safetensors checkpoints")
+    require_safetensors(checkpoint)
     tower, head = {}, {}
     with safe_open(str(checkpoint), framework="pt", device="cpu") as handle:
         for key in handle.keys():  # noqa: SIM118

@@ -3,13 +3,15 @@
 The official file is `model.state_dict()` under transformers 4.45 (flat keys: `visual.*`, `model.*`,
 `lm_head.weight`, `rm_head.{0,3,5}.*`); transformers 5 checkpoints use `model.visual.*` and
 `model.language_model.*`. Both load by key mapping. Only config.json and tokenizer files are read
-from the base model: never its 16 GB of weights, which the checkpoint replaces anyway.
+from the base model: never its 16 GB of weights, which the checkpoint replaces anyway. Pickle files
+(.pt/.pth/.bin) are refused: unpickling can run code, so they are converted to safetensors once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 from pathlib import Path
 
 import torch
@@ -31,6 +33,12 @@ BASE_FILES = [
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 EMBED_KEY = "model.embed_tokens.weight"
 DIGEST_CACHE = "source_digests.json"
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin")
+TO_SAFETENSORS = (  # python -c "TO_SAFETENSORS" IN.pth OUT.safetensors (the recipe in docs/RELIABILITY.md)
+    "import sys, torch; from safetensors.torch import save_file; "
+    "s = torch.load(sys.argv[1], map_location='cpu', weights_only=True); "
+    "save_file({k: v.contiguous() for k, v in s.get('model', s).items()}, sys.argv[2])"
+)
 _TO_OURS = [  # (checkpoint prefix, our prefix); first match wins, None drops the tensor
     ("model.language_model.", "language_model."),
     ("model.visual.", "visual."),
@@ -57,6 +65,7 @@ def resolve_checkpoint(spec: str = DEFAULT_CHECKPOINT, filename: str = CHECKPOIN
     """A local checkpoint file for a path, a folder holding `filename`, or a hub repo id."""
     path = Path(spec).expanduser()
     if path.is_file():
+        require_safetensors(path)
         return path
     if path.is_dir():
         if (path / filename).is_file():
@@ -115,16 +124,24 @@ def to_official_key(key: str) -> str:
     return key
 
 
-def read_state_dict(path: Path, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    """Read a checkpoint in our key names (rm_head kept float32). safetensors; .pt/.pth weights-only."""
-    if path.suffix == ".safetensors":
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            raw = {key: handle.get_tensor(key) for key in handle.keys() if to_our_key(key) is not None}  # noqa: SIM118
-    elif path.suffix in (".pt", ".pth", ".bin"):
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-        raw = raw.get("model", raw)
-    else:
+def require_safetensors(path: Path) -> None:
+    """Refuse any checkpoint but .safetensors; a pickle file gets the one command that converts it."""
+    if path.suffix in PICKLE_SUFFIXES:
+        out = shlex.quote(str(path.with_suffix(".safetensors")))
+        raise ModelLoadError(
+            f"{path}: pickle checkpoints ({', '.join(PICKLE_SUFFIXES)}) are not loaded, since unpickling can run "
+            f'code. If you trust the file, convert it once (torch>=2.6): python -c "{TO_SAFETENSORS}" '
+            f"{shlex.quote(str(path))} {out}"
+        )
+    if path.suffix != ".safetensors":
         raise ModelLoadError(f"{path}: unsupported checkpoint format (use .safetensors)")
+
+
+def read_state_dict(path: Path, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """Read a .safetensors checkpoint in our key names (rm_head kept float32)."""
+    require_safetensors(path)
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        raw = {key: handle.get_tensor(key) for key in handle.keys() if to_our_key(key) is not None}  # noqa: SIM118
     state = {}
     for key, tensor in raw.items():
         ours = to_our_key(key)

@@ -1,19 +1,31 @@
-"""Checkpoint I/O: official and transformers-5 layouts, pickle-free loading, clear errors."""
+"""Checkpoint I/O: official and transformers-5 layouts, pickle refused with a conversion command."""
 
 from __future__ import annotations
 
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from hpsv3_serve.checkpoint import load_model, read_state_dict, resolve_base, resolve_checkpoint, to_our_key
+from hpsv3_serve.checkpoint import (
+    TO_SAFETENSORS,
+    load_model,
+    read_state_dict,
+    resolve_base,
+    resolve_checkpoint,
+    to_our_key,
+)
 from hpsv3_serve.errors import ModelLoadError
 from hpsv3_serve.prompt import VOCAB_ROWS
 from hpsv3_serve.scorer import Scorer
 
 from .conftest import IMAGES
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_official_layout_keys(tiny_checkpoint: Path) -> None:
@@ -42,7 +54,7 @@ def _score(checkpoint: Path, base: Path) -> float:
     return result.mu
 
 
-def test_transformers5_layout_and_weights_only_pt_load_the_same(tiny: Path, tiny_checkpoint: Path) -> None:
+def test_transformers5_layout_loads_the_same(tiny: Path, tiny_checkpoint: Path) -> None:
     official = load_file(str(tiny_checkpoint))
     v5 = {
         (
@@ -55,10 +67,23 @@ def test_transformers5_layout_and_weights_only_pt_load_the_same(tiny: Path, tiny
         for k, v in official.items()
     }
     save_file(v5, str(tiny / "v5.safetensors"))
-    torch.save(official, tiny / "official.pt")
     expected = _score(tiny_checkpoint, tiny / "base")
     assert _score(tiny / "v5.safetensors", tiny / "base") == pytest.approx(expected, abs=1e-6)
-    assert _score(tiny / "official.pt", tiny / "base") == pytest.approx(expected, abs=1e-6)
+
+
+def test_pickle_is_refused_with_a_conversion_command_that_works(tiny: Path, tiny_checkpoint: Path, tmp_path: Path):
+    pickled = tmp_path / "final model.pth"  # a space: the command quotes the paths
+    torch.save({"model": load_file(str(tiny_checkpoint))}, pickled)
+    with pytest.raises(ModelLoadError, match=r"pickle checkpoints \(\.pt, \.pth, \.bin\) are not loaded") as refusal:
+        resolve_checkpoint(str(pickled))
+    with pytest.raises(ModelLoadError, match="python -c"):
+        read_state_dict(pickled)
+    command = shlex.split(str(refusal.value).split("(torch>=2.6): ", 1)[1])
+    assert command[0] == "python"
+    subprocess.run([sys.executable, *command[1:]], check=True, timeout=120)
+    converted = tmp_path / "final model.safetensors"
+    assert _score(converted, tiny / "base") == pytest.approx(_score(tiny_checkpoint, tiny / "base"), abs=1e-6)
+    assert TO_SAFETENSORS in (ROOT / "docs" / "RELIABILITY.md").read_text(), "the documented command is this one"
 
 
 def test_rm_head_read_as_float32_even_when_model_is_bfloat16(tiny_checkpoint: Path) -> None:
