@@ -184,10 +184,17 @@ def save_official(state: dict[str, torch.Tensor], path: Path, lm_head: torch.Ten
     partial.replace(path)
 
 
+def source_files(checkpoint: Path, base: Path) -> dict[str, Path]:
+    """Every file an export is made from, by role: the checkpoint and each of BASE_FILES the base has (the
+    ONNX export copies them all; the served tokenizer is built from tokenizer.json alone)."""
+    return {"checkpoint": checkpoint} | {name: base / name for name in BASE_FILES if (base / name).is_file()}
+
+
 def source_digest(checkpoint: Path, base: Path) -> str:
-    """Content hash of what an export is made from: checkpoint bytes, base config and tokenizer."""
+    """Content hash of what an export is made from (`source_files`: names and bytes)."""
     digest = hashlib.sha256()
-    for path in [checkpoint, base / "config.json", base / "tokenizer.json"]:
+    for role, path in source_files(checkpoint, base).items():
+        digest.update(f"{role}\0{path.stat().st_size}\0".encode())
         with path.open("rb") as handle:
             while chunk := handle.read(1 << 24):
                 digest.update(chunk)
@@ -195,9 +202,9 @@ def source_digest(checkpoint: Path, base: Path) -> str:
 
 
 def cached_digest(checkpoint: Path, base: Path, workdir: Path) -> str:
-    """`source_digest`, remembered per file identity (path, size, mtime) in the workdir."""
+    """`source_digest`, remembered in the workdir per identity (path, size, mtime) of each of `source_files`."""
     identity = json.dumps(
-        [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in (checkpoint, base / "config.json")]
+        [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in source_files(checkpoint, base).values()]
     )
     cache_path = workdir / DIGEST_CACHE
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}

@@ -1,8 +1,9 @@
-"""Checkpoint I/O: official and transformers-5 layouts, pickle refused with a conversion command."""
+"""Checkpoint I/O: official and transformers-5 layouts, pickle refused, the export cache key."""
 
 from __future__ import annotations
 
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from hpsv3_serve import checkpoint as checkpoint_module
 from hpsv3_serve.checkpoint import (
     TO_SAFETENSORS,
+    cached_digest,
     load_model,
     read_state_dict,
     resolve_base,
@@ -102,6 +105,26 @@ def test_missing_paths_say_what_to_do(tmp_path: Path, monkeypatch: pytest.Monkey
         resolve_checkpoint("MizzenAI/HPSv3")
     with pytest.raises(ModelLoadError, match="Qwen/Qwen2-VL-7B-Instruct"):
         resolve_base("Qwen/Qwen2-VL-7B-Instruct")
+
+
+def test_digest_covers_every_base_file_and_is_not_recomputed_while_they_are_unchanged(
+    tiny: Path, tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = tmp_path / "base"
+    shutil.copytree(tiny / "base", base)
+    hashed: list[Path] = []
+    real = checkpoint_module.source_digest
+    monkeypatch.setattr(checkpoint_module, "source_digest", lambda c, b: hashed.append(b) or real(c, b))
+    first = cached_digest(tiny_checkpoint, base, tmp_path)
+    assert cached_digest(tiny_checkpoint, base, tmp_path) == first and len(hashed) == 1  # remembered
+    digests = {first}
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.json"):  # config.json unchanged
+        with (base / name).open("a") as handle:
+            handle.write(" ")
+        digests.add(cached_digest(tiny_checkpoint, base, tmp_path))
+    (base / "generation_config.json").write_text("{}")  # a file that was not there
+    digests.add(cached_digest(tiny_checkpoint, base, tmp_path))
+    assert len(digests) == len(hashed) == 5
 
 
 def test_checkpoint_that_does_not_fit_the_base(tiny: Path, tiny_checkpoint: Path) -> None:
