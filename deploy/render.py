@@ -121,10 +121,17 @@ def volumes(args: argparse.Namespace) -> list[tuple[dict, dict]]:
     return pairs
 
 
+def _revisions(args: argparse.Namespace) -> dict[str, str]:
+    """The entrypoint's hub revision settings that were given (none: each repo's main branch)."""
+    given = {"HPSV3_REVISION": args.revision, "HPSV3_BASE_REVISION": args.base_revision}
+    return {name: value for name, value in given.items() if value}
+
+
 def _env(args: argparse.Namespace) -> list[dict]:
     env = [
         {"name": "HPSV3_CHECKPOINT", "value": args.checkpoint},
         {"name": "HPSV3_BASE", "value": args.base},
+        *({"name": name, "value": value} for name, value in _revisions(args).items()),
         {"name": "HPSV3_PRECISION", "value": args.precision},
         {"name": "HF_TOKEN_PATH", "value": f"{HF_TOKEN_DIR}/token"},  # huggingface_hub reads the token there
     ]
@@ -323,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--storage-class", help="a ReadWriteMany storage class (NFS, Filestore, EFS, ...)")
     add("--checkpoint", default="MizzenAI/HPSv3", help="HPSV3_CHECKPOINT: hub id or a path in the cache volume")
     add("--base", default="Qwen/Qwen2-VL-7B-Instruct", help="HPSV3_BASE: hub id or a path in the cache volume")
+    add("--revision", help="HPSV3_REVISION: commit hash (or branch, tag) of the --checkpoint hub repo; pin one so "
+        "that every replica serves the same bytes")  # fmt: skip
+    add("--base-revision", help="HPSV3_BASE_REVISION: commit hash (or branch, tag) of the --base hub repo")
     add("--precision", default="bf16", help="HPSV3_PRECISION: vision encoder engine precision")
     add("--scratch-size", default="16Gi", help="sizeLimit of /tmp and of HOME, emptyDirs on the node's disk")
     add("--hf-secret", default="hpsv3-hf", help="Secret whose key `token` is the Hugging Face token (optional)")

@@ -20,7 +20,7 @@ import transformers
 from PIL import Image
 
 from hpsv3_serve.batching import PreparedItem, collate
-from hpsv3_serve.checkpoint import BASE_FILES, DTYPES, load_model, source_digest
+from hpsv3_serve.checkpoint import BASE_FILES, DTYPES, load_model, source_digest, source_record
 from hpsv3_serve.engines.onnx_engine import (
     BASE_DIR,
     EMBED_FILE,
@@ -160,8 +160,8 @@ def export_onnx(
     manifest = {
         "format": FORMAT_VERSION,
         "source_sha256": source_digest(checkpoint, base),
-        "checkpoint": str(checkpoint),
-        "base": str(base),
+        "checkpoint": source_record(checkpoint),
+        "base": source_record(base),
         "dtype": dtype,
         "numpy_dtype": dtype,
         "opset": OPSET,

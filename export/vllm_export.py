@@ -39,6 +39,7 @@ from hpsv3_serve.checkpoint import (
     cached_digest,
     require_safetensors,
     source_digest,
+    source_record,
     to_official_key,
     to_our_key,
 )
@@ -159,8 +160,8 @@ def export_vllm(checkpoint: Path, base: Path, out: Path) -> dict:
     manifest = {
         "format": FORMAT_VERSION,
         "source_sha256": source_digest(checkpoint, base),
-        "checkpoint": str(checkpoint),
-        "base": str(base),
+        "checkpoint": source_record(checkpoint),
+        "base": source_record(base),
         "vocab_rows": rows,
         "hidden_size": hidden,
         "positions": "1-D: config.json has no mrope_section, so vLLM uses plain RoPE over 0..L-1",

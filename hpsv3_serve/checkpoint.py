@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shlex
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -39,6 +41,7 @@ TO_SAFETENSORS = (  # python -c "TO_SAFETENSORS" IN.pth OUT.safetensors (the rec
     "s = torch.load(sys.argv[1], map_location='cpu', weights_only=True); "
     "save_file({k: v.contiguous() for k, v in s.get('model', s).items()}, sys.argv[2])"
 )
+COMMIT_HASH = re.compile(r"[0-9a-f]{40}")  # huggingface_hub's cache: models--org--name/snapshots/<commit>/
 _TO_OURS = [  # (checkpoint prefix, our prefix); first match wins, None drops the tensor
     ("model.language_model.", "language_model."),
     ("model.visual.", "visual."),
@@ -49,21 +52,67 @@ _TO_OURS = [  # (checkpoint prefix, our prefix); first match wins, None drops th
 ]
 
 
+@dataclass(frozen=True)
+class Source:
+    """Where a checkpoint or base came from: the spec as given, the revision asked for, the hub commit."""
+
+    spec: str
+    revision: str | None = None
+    commit: str | None = None
+
+
+_HUB_SOURCES: dict[Path, Source] = {}  # this process's hub downloads, for manifests (exports receive paths)
+
+
+def hub_commit(path: Path) -> str | None:
+    """The commit of a path inside the hub cache (…/models--org--name/snapshots/<commit>/…), else None."""
+    parts = path.parts
+    for index in range(1, len(parts) - 1):
+        if parts[index] == "snapshots" and parts[index - 1].startswith("models--"):
+            return parts[index + 1] if COMMIT_HASH.fullmatch(parts[index + 1]) else None
+    return None
+
+
+def source_record(path: Path) -> dict:
+    """Manifest entry for a resolved checkpoint or base: spec, revision asked for, hub commit, local path."""
+    source = _HUB_SOURCES.get(path) or Source(str(path), commit=hub_commit(path))
+    return {**asdict(source), "path": str(path)}
+
+
 def _looks_like_hub_id(spec: str) -> bool:
     return spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not Path(spec).exists()
 
 
-def _hub_error(spec: str, what: str, exc: Exception) -> ModelLoadError:
+def _hub_error(spec: str, revision: str | None, what: str, exc: Exception) -> ModelLoadError:
+    at = f" at revision {revision!r}" if revision else ""
+    pinned = f" --revision {revision}" if revision else ""
     return ModelLoadError(
-        f"could not get {what} from the Hugging Face hub repo {spec!r} ({type(exc).__name__}: {exc}). "
+        f"could not get {what} from the Hugging Face hub repo {spec!r}{at} ({type(exc).__name__}: {exc}). "
         f"If this machine is offline, download it where the hub is reachable "
-        f"(`hf download {spec}`) and pass the local path instead."
+        f"(`hf download {spec}{pinned}`) and pass the local path instead."
     )
 
 
-def resolve_checkpoint(spec: str = DEFAULT_CHECKPOINT, filename: str = CHECKPOINT_FILE) -> Path:
-    """A local checkpoint file for a path, a folder holding `filename`, or a hub repo id."""
+def _local_only(spec: str, revision: str | None) -> None:
+    """A revision pins a hub repo; with a local path it would pin nothing, so it is refused."""
+    if revision:
+        raise ModelLoadError(f"revision {revision!r} is for hub ids, but {spec!r} is a local path: drop the revision")
+
+
+def _from_hub(spec: str, revision: str | None, path: str) -> Path:
+    """Remember where a hub download came from (`source_record`) and return its path."""
+    _HUB_SOURCES[Path(path)] = Source(spec, revision, hub_commit(Path(path)))
+    return Path(path)
+
+
+def resolve_checkpoint(
+    spec: str = DEFAULT_CHECKPOINT, filename: str = CHECKPOINT_FILE, revision: str | None = None
+) -> Path:
+    """A local checkpoint file for a path, a folder holding `filename`, or a hub repo id (at `revision`:
+    commit hash, branch or tag; default the repo's main branch)."""
     path = Path(spec).expanduser()
+    if path.exists():
+        _local_only(spec, revision)
     if path.is_file():
         require_safetensors(path)
         return path
@@ -78,15 +127,18 @@ def resolve_checkpoint(spec: str = DEFAULT_CHECKPOINT, filename: str = CHECKPOIN
         from huggingface_hub import hf_hub_download
 
         try:
-            return Path(hf_hub_download(spec, filename))
-        except Exception as exc:  # offline, missing repo, auth: all end the same way for the user
-            raise _hub_error(spec, filename, exc) from exc
+            return _from_hub(spec, revision, hf_hub_download(spec, filename, revision=revision))
+        except Exception as exc:  # offline, missing repo or revision, auth: all end the same way for the user
+            raise _hub_error(spec, revision, filename, exc) from exc
     raise ModelLoadError(f"checkpoint {spec!r} not found: pass a .safetensors file, a folder, or a hub id")
 
 
-def resolve_base(spec: str = DEFAULT_BASE) -> Path:
-    """A local folder with the base config.json and tokenizer files (weights are never fetched)."""
+def resolve_base(spec: str = DEFAULT_BASE, revision: str | None = None) -> Path:
+    """A local folder with the base config.json and tokenizer files (weights are never fetched); a hub id is
+    downloaded at `revision` (commit hash, branch or tag; default the repo's main branch)."""
     path = Path(spec).expanduser()
+    if path.exists():
+        _local_only(spec, revision)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelLoadError(f"{path}: no config.json; --base needs a Qwen2-VL-7B-Instruct folder")
@@ -95,9 +147,9 @@ def resolve_base(spec: str = DEFAULT_BASE) -> Path:
         from huggingface_hub import snapshot_download
 
         try:
-            return Path(snapshot_download(spec, allow_patterns=BASE_FILES))
+            return _from_hub(spec, revision, snapshot_download(spec, revision=revision, allow_patterns=BASE_FILES))
         except Exception as exc:
-            raise _hub_error(spec, "config.json and tokenizer files", exc) from exc
+            raise _hub_error(spec, revision, "config.json and tokenizer files", exc) from exc
     raise ModelLoadError(f"base {spec!r} not found: pass a folder with config.json + tokenizer.json, or a hub id")
 
 

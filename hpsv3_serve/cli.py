@@ -51,6 +51,13 @@ def _read_input_file(path: Path, images_root: Path | None) -> Iterator[tuple[str
             yield (image, prompt)
 
 
+def _resolve_models(args: argparse.Namespace) -> tuple[Path, Path]:
+    """(checkpoint file, base folder) for --checkpoint/--revision and --base/--base-revision."""
+    from .checkpoint import resolve_base, resolve_checkpoint
+
+    return resolve_checkpoint(args.checkpoint, revision=args.revision), resolve_base(args.base, args.base_revision)
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -80,7 +87,7 @@ def cmd_score(args: argparse.Namespace) -> int:
             scored = vllm_scorer.iter_score(images, prompts)
         else:
             scorer = Scorer.from_pretrained(
-                args.checkpoint, args.base, args.device, args.dtype, args.batch_size, _limits(args)
+                *_resolve_models(args), args.device, args.dtype, args.batch_size, _limits(args)
             )
             scored = scorer.iter_score(images, prompts)
     except HPSv3Error as exc:
@@ -109,15 +116,14 @@ def _vllm_scorer(args: argparse.Namespace):
     """In-process scorer on vLLM: the exported folder (made once, cached by content hash) + our inputs."""
     from hpsv3_export.vllm_export import ensure_vllm_folder
 
-    from .checkpoint import resolve_base, resolve_checkpoint
     from .engines.vllm_engine import VllmEngine
     from .prompt import PromptTokenizer
     from .qwen_tokenizer import cache_dir
     from .scorer import Scorer
 
-    base = resolve_base(args.base)
+    checkpoint, base = _resolve_models(args)
     say = lambda text: print(f"hpsv3 score: {text}", file=sys.stderr)  # noqa: E731
-    folder = ensure_vllm_folder(resolve_checkpoint(args.checkpoint), base, cache_dir() / "score-vllm", say)
+    folder = ensure_vllm_folder(checkpoint, base, cache_dir() / "score-vllm", say)
     return Scorer(VllmEngine(folder, args.dtype), PromptTokenizer.from_base(base), args.batch_size)
 
 
@@ -137,14 +143,13 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .checkpoint import resolve_base, resolve_checkpoint
     from .errors import HPSv3Error
 
     if not (args.out or args.vllm):
         print("hpsv3 export: say where: --out DIR (ONNX stages) and/or --vllm DIR (vLLM folder)", file=sys.stderr)
         return 2
     try:
-        checkpoint, base = resolve_checkpoint(args.checkpoint), resolve_base(args.base)
+        checkpoint, base = _resolve_models(args)
         if args.out:
             from hpsv3_export.onnx_export import export_onnx  # onnx is not needed for --vllm alone
 
@@ -167,7 +172,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from hpsv3_repository.serve import ServeOptions, default_workdir, prepare_server, serve_forever
     from hpsv3_repository.server import GrpcTls
 
-    from .checkpoint import resolve_base, resolve_checkpoint
     from .errors import HPSv3Error
 
     if bool(args.grpc_tls_cert) != bool(args.grpc_tls_key):
@@ -181,9 +185,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             admin_key=read_admin_key(args.admin_key_file) if args.admin_key_file else None,
             http_address=args.http_address, metrics_address=args.metrics_address,
         )  # fmt: skip
-        server = prepare_server(
-            resolve_checkpoint(args.checkpoint), resolve_base(args.base), args.workdir or default_workdir(), options
-        )
+        server = prepare_server(*_resolve_models(args), args.workdir or default_workdir(), options)
         return serve_forever(server)
     except HPSv3Error as exc:
         print(f"hpsv3 serve: {exc}", file=sys.stderr)
@@ -215,6 +217,9 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="HPSv3 .safetensors file, folder or hub id")
     parser.add_argument("--base", default=DEFAULT_BASE, help="Qwen2-VL folder or hub id (config + tokenizer only)")
+    parser.add_argument("--revision", help="commit hash, branch or tag of a --checkpoint hub id (none: its main "
+                        "branch; pin a commit hash so that every host loads the same bytes)")  # fmt: skip
+    parser.add_argument("--base-revision", help="commit hash, branch or tag of a --base hub id (none: its main branch)")
 
 
 def _add_limits(parser: argparse.ArgumentParser) -> None:

@@ -6,7 +6,8 @@
 
 Each start, under --cache (a volume; replicas sharing it take turns through a lock file):
 
-  1. resolve --checkpoint and --base: hub ids (HF_TOKEN for gated or private repos) or mounted paths
+  1. resolve --checkpoint and --base: hub ids (HF_TOKEN for gated or private repos; --revision and
+     --base-revision pin them) or mounted paths
   2. CACHE/serve/onnx          ONNX export, redone only when the source content hash changes (as `hpsv3 serve`)
   3. CACHE/serve/vllm          gpu: the vLLM folder, same rule (linked as serve/onnx/vllm)
   4. CACHE/serve/onnx/tensorrt gpu: TensorRT engines (`python export/tensorrt.py`), built on first start and
@@ -195,7 +196,8 @@ def prepare(args: argparse.Namespace, report: Say = say) -> Path:
     environment = gpu_environment() if args.target == "gpu" else None  # fail before a 17 GB download
     args.cache.mkdir(parents=True, exist_ok=True)
     with locked(args.cache / ".lock", report):
-        checkpoint, base = resolve_checkpoint(args.checkpoint), resolve_base(args.base)
+        checkpoint = resolve_checkpoint(args.checkpoint, revision=args.revision)
+        base = resolve_base(args.base, args.base_revision)
         workdir = args.cache / "serve"
         artifacts = ensure_artifacts(checkpoint, base, workdir, report)
         overrides: dict = {"max_batch_size": args.max_batch_size, "preprocess_instances": args.instances}
@@ -261,6 +263,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--base",
         default=env("HPSV3_BASE", DEFAULT_BASE),
         help="Qwen2-VL-7B-Instruct folder or hub id, config + tokenizer only ($HPSV3_BASE)",
+    )
+    parser.add_argument(
+        "--revision",
+        default=env("HPSV3_REVISION") or None,
+        help="commit hash, branch or tag of a --checkpoint hub id ($HPSV3_REVISION; default: its main branch). "
+        "Pin a commit hash so that every replica serves the same bytes",
+    )
+    parser.add_argument(
+        "--base-revision",
+        default=env("HPSV3_BASE_REVISION") or None,
+        help="commit hash, branch or tag of a --base hub id ($HPSV3_BASE_REVISION; default: its main branch)",
     )
     parser.add_argument(
         "--repository",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from hpsv3_repository.build import render, settings_for
 from hpsv3_repository.server import TritonServer, free_port
+from hpsv3_serve.checkpoint import CHECKPOINT_FILE
 from hpsv3_serve.scorer import Scorer
 from hpsv3_serve.tiny import TINY_CHECKPOINT, make_tiny
 
@@ -25,6 +27,8 @@ TESTS = Path(__file__).parent
 IMAGES = TESTS / "fixtures" / "images"
 GOLDEN = TESTS / "golden" / "official_tiny.json"
 TOY_REPOSITORY = TESTS / "fixtures" / "toy_repository"
+HUB_CHECKPOINT, HUB_BASE, HUB_TAG = "org/hpsv3-tiny", "org/qwen2-vl-tiny", "v1"
+HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 @pytest.fixture(scope="session")
@@ -84,3 +88,25 @@ def tiny_server(tiny_artifacts: Path, tmp_path_factory: pytest.TempPathFactory) 
     """The real CPU repository of the tiny model, served by the real tritonserver."""
     repository = render("cpu", settings_for(tiny_artifacts), tmp_path_factory.mktemp("repo") / "repository")
     yield from _running(repository, tmp_path_factory.mktemp("tiny-triton"))
+
+
+@pytest.fixture
+def hub(tiny: Path, tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An offline hub cache (huggingface_hub's layout) holding the tiny checkpoint as HUB_CHECKPOINT and its base
+    as HUB_BASE, both at HUB_COMMIT, with the tag HUB_TAG pointing there; returns the cache folder."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    for repo, source in ((HUB_CHECKPOINT, tiny_checkpoint), (HUB_BASE, tiny / "base")):
+        folder = cache / ("models--" + repo.replace("/", "--"))
+        snapshot = folder / "snapshots" / HUB_COMMIT
+        if source.is_dir():
+            shutil.copytree(source, snapshot)
+        else:
+            snapshot.mkdir(parents=True)
+            shutil.copy(source, snapshot / CHECKPOINT_FILE)
+        (folder / "refs").mkdir()
+        (folder / "refs" / HUB_TAG).write_text(HUB_COMMIT)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))  # read by huggingface_hub at each call
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return cache

@@ -1,7 +1,8 @@
-"""Checkpoint I/O: official and transformers-5 layouts, pickle refused, the export cache key."""
+"""Checkpoint I/O: official and transformers-5 layouts, pickle refused, hub revisions, the export cache key."""
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 import subprocess
@@ -14,19 +15,23 @@ from safetensors.torch import load_file, save_file
 
 from hpsv3_serve import checkpoint as checkpoint_module
 from hpsv3_serve.checkpoint import (
+    CHECKPOINT_FILE,
     TO_SAFETENSORS,
     cached_digest,
+    hub_commit,
     load_model,
     read_state_dict,
     resolve_base,
     resolve_checkpoint,
+    source_record,
     to_our_key,
 )
+from hpsv3_serve.cli import main as hpsv3
 from hpsv3_serve.errors import ModelLoadError
 from hpsv3_serve.prompt import VOCAB_ROWS
 from hpsv3_serve.scorer import Scorer
 
-from .conftest import IMAGES
+from .conftest import HUB_BASE, HUB_CHECKPOINT, HUB_COMMIT, HUB_TAG, IMAGES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,6 +110,50 @@ def test_missing_paths_say_what_to_do(tmp_path: Path, monkeypatch: pytest.Monkey
         resolve_checkpoint("MizzenAI/HPSv3")
     with pytest.raises(ModelLoadError, match="Qwen/Qwen2-VL-7B-Instruct"):
         resolve_base("Qwen/Qwen2-VL-7B-Instruct")
+
+
+def test_hub_revision_resolves_offline_and_is_recorded(hub: Path) -> None:
+    """A tag and a commit hash both resolve in the cache; the record keeps the spec, the revision asked for and
+    the commit it resolved to."""
+    checkpoint = resolve_checkpoint(HUB_CHECKPOINT, revision=HUB_TAG)
+    assert checkpoint.parent.parent.name == "snapshots" and checkpoint.name == CHECKPOINT_FILE
+    assert source_record(checkpoint) == {"spec": HUB_CHECKPOINT, "revision": HUB_TAG, "commit": HUB_COMMIT,
+                                         "path": str(checkpoint)}  # fmt: skip
+    base = resolve_base(HUB_BASE, HUB_COMMIT)
+    assert (base / "tokenizer.json").is_file() and source_record(base)["commit"] == HUB_COMMIT
+    with pytest.raises(ModelLoadError, match=rf"at revision 'v2'.*hf download {HUB_CHECKPOINT} --revision v2"):
+        resolve_checkpoint(HUB_CHECKPOINT, revision="v2")
+
+
+def test_revision_with_a_local_path_is_refused(tiny: Path, tiny_checkpoint: Path) -> None:
+    with pytest.raises(ModelLoadError, match=r"revision 'v1' is for hub ids.*drop the revision"):
+        resolve_checkpoint(str(tiny_checkpoint), revision="v1")
+    with pytest.raises(ModelLoadError, match="drop the revision"):
+        resolve_base(str(tiny / "base"), "v1")
+
+
+def test_local_paths_are_recorded_as_given(tiny_checkpoint: Path, hub: Path) -> None:
+    assert hub_commit(tiny_checkpoint) is None
+    assert source_record(tiny_checkpoint) == {"spec": str(tiny_checkpoint), "revision": None, "commit": None,
+                                              "path": str(tiny_checkpoint)}  # fmt: skip
+    snapshot = hub / "models--org--hpsv3-tiny" / "snapshots" / HUB_COMMIT / CHECKPOINT_FILE  # a cache path given
+    assert source_record(snapshot)["commit"] == HUB_COMMIT
+
+
+def test_export_manifest_records_where_checkpoint_and_base_came_from(
+    hub: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`--revision`/`--base-revision` of `hpsv3 export` (shared by score and serve) reach the hub and the manifest."""
+    out = tmp_path / "vllm"
+    argv = ["export", "--checkpoint", HUB_CHECKPOINT, "--revision", HUB_TAG, "--base", HUB_BASE,
+            "--base-revision", HUB_COMMIT, "--vllm", str(out)]  # fmt: skip
+    assert hpsv3(argv) == 0, capsys.readouterr().err
+    manifest = json.loads((out / "hpsv3_vllm.json").read_text())
+    assert manifest["checkpoint"] | {"path": ""} == {"spec": HUB_CHECKPOINT, "revision": HUB_TAG,
+                                                    "commit": HUB_COMMIT, "path": ""}  # fmt: skip
+    assert manifest["base"]["revision"] == manifest["base"]["commit"] == HUB_COMMIT
+    assert hpsv3([*argv[:3], "--revision", "v2", *argv[5:]]) == 2
+    assert "hf download org/hpsv3-tiny --revision v2" in capsys.readouterr().err
 
 
 def test_digest_covers_every_base_file_and_is_not_recomputed_while_they_are_unchanged(

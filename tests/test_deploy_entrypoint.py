@@ -22,8 +22,9 @@ from hpsv3_export.tensorrt_host import Gpu
 from hpsv3_repository import entrypoint
 from hpsv3_repository.processes import python_stubs
 from hpsv3_repository.server import TritonServer, free_port
+from hpsv3_serve.errors import HPSv3Error
 
-from .conftest import IMAGES, TOY_REPOSITORY
+from .conftest import HUB_BASE, HUB_CHECKPOINT, HUB_COMMIT, HUB_TAG, IMAGES, TOY_REPOSITORY
 
 ROOT = Path(__file__).resolve().parent.parent
 TENSORRT = "10.16.0.1"
@@ -85,6 +86,19 @@ def test_gpu_start_builds_engines_once_then_reuses_everything(
     assert third.strip().endswith("--log-verbose=1")  # arguments after -- go to tritonserver
     assert entrypoint.main([*args, "--precision", "fp16", "--max-batch-size", "8"]) == 0
     assert builds == ["bf16", "fp16", "fp16"]
+
+
+def test_hub_revisions_come_from_the_environment(cache: Path, hub: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HPSV3_REVISION", HUB_TAG)
+    monkeypatch.setenv("HPSV3_BASE_REVISION", HUB_COMMIT)
+    argv = ["--target", "cpu", "--cache", str(cache), "--checkpoint", HUB_CHECKPOINT, "--base", HUB_BASE,
+            "--repository", str(cache.parent / "repository")]  # fmt: skip
+    said: list[str] = []
+    entrypoint.prepare(entrypoint.build_parser().parse_args(argv), said.append)
+    assert "reusing ONNX artifacts" in said[0]  # the hub copy holds the same bytes as the local tiny model
+    monkeypatch.setenv("HPSV3_REVISION", "v2")
+    with pytest.raises(HPSv3Error, match=rf"at revision 'v2'.*hf download {HUB_CHECKPOINT} --revision v2"):
+        entrypoint.prepare(entrypoint.build_parser().parse_args(argv))
 
 
 def test_gpu_target_refuses_here_and_says_what_is_missing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

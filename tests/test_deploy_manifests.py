@@ -192,6 +192,16 @@ def test_admin_key_is_an_optional_secret_mounted_read_only() -> None:
     assert mount["mountPath"] == "/run/secrets/hpsv3-admin"
 
 
+def test_hub_revisions_reach_the_entrypoint_only_when_pinned() -> None:
+    def env(*argv: str) -> dict[str, str]:
+        _, container = _pod(objects(*argv))
+        return {item["name"]: item.get("value") for item in container["env"]}
+
+    assert "HPSV3_REVISION" not in env() and "HPSV3_BASE_REVISION" not in env()
+    pinned = env("--revision", "a" * 40, "--base-revision", "b" * 40)
+    assert pinned["HPSV3_REVISION"] == "a" * 40 and pinned["HPSV3_BASE_REVISION"] == "b" * 40
+
+
 def test_the_adapter_rule_serves_the_autoscalers_metric() -> None:
     values = yaml.safe_load((ROOT / "deploy" / "prometheus-adapter-values.yaml").read_text())
     rule = values["rules"]["custom"][0]

@@ -19,6 +19,7 @@ from hpsv3_client import HPSv3Client
 from hpsv3_export.onnx_export import ExportParityError, export_onnx
 from hpsv3_repository.build import render, settings_for
 from hpsv3_repository.server import TritonServer, free_port
+from hpsv3_serve.checkpoint import source_record
 from hpsv3_serve.engines.onnx_engine import MANIFEST_FILE, read_manifest
 from hpsv3_serve.scorer import Scorer
 
@@ -164,6 +165,7 @@ def test_serve_re_exports_only_when_the_source_changed(tiny: Path, tiny_checkpoi
     ensure_artifacts(tiny_checkpoint, tiny / "base", tmp_path, said.append)
     assert any("exporting" in line for line in said)
     assert read_manifest(tmp_path / "onnx")["source_sha256"] == read_manifest(tiny_artifacts)["source_sha256"]
+    assert read_manifest(tmp_path / "onnx")["checkpoint"] == source_record(tiny_checkpoint)  # a local path, no commit
 
 
 def test_ctrl_c_during_the_export_leaves_nothing_that_looks_complete(tiny: Path, tiny_checkpoint: Path,
