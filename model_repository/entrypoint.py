@@ -13,7 +13,8 @@ Each start, under --cache (a volume; replicas sharing it take turns through a lo
   4. CACHE/serve/onnx/tensorrt gpu: TensorRT engines (`python export/tensorrt.py`), built on first start and
                                again whenever its engines.json differs: source graphs, precision, batch size,
                                TensorRT version, GPU model
-  5. --repository              the Triton repository rendered for the target (pod-local, never shared)
+  5. --repository              the Triton repository rendered for the target (pod-local, never shared; by
+                               default a new private directory, mkdtemp, for each start)
 
 then run tritonserver (the image's for gpu, nvidia-pytriton's for cpu) with every model loaded under explicit
 model control, and a watchdog that reloads a Python-backend model whose stub process died (as `hpsv3 serve`
@@ -205,9 +206,16 @@ def prepare(args: argparse.Namespace, report: Say = say) -> Path:
             _link(artifacts / VLLM_DIR, ensure_vllm_folder(checkpoint, base, workdir, report))
             ensure_engines(artifacts, *environment, args, report)
             overrides["gpu_memory_utilization"] = args.gpu_memory_utilization
+        args.repository = args.repository or private_repository()  # make_server puts its workdir beside it
         repository = render(args.target, settings_for(artifacts, **overrides), args.repository)
     report(f"rendered the {args.target} repository in {repository}")
     return repository
+
+
+def private_repository() -> Path:
+    """A repository path in a new directory only this user can enter (mkdtemp: unguessable name, mode 0700), so
+    nobody else on the host can plant or swap the files tritonserver loads; its server workdir goes beside it."""
+    return Path(tempfile.mkdtemp(prefix="hpsv3-repository-")) / "repository"
 
 
 def make_server(repository: Path, args: argparse.Namespace, binary: str | None = None) -> TritonServer:
@@ -278,8 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--repository",
         type=Path,
-        default=Path(tempfile.gettempdir()) / "hpsv3-repository",
-        help="where to render the Triton repository (pod-local; default %(default)s)",
+        help="where to render the Triton repository, the server's work files in DIR.server beside it (pod-local; "
+        "default: a new private directory under $TMPDIR, hpsv3-repository-XXXXXXXX/)",
     )
     parser.add_argument(
         "--precision",

@@ -7,8 +7,10 @@ import os
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -99,6 +101,24 @@ def test_hub_revisions_come_from_the_environment(cache: Path, hub: Path, monkeyp
     monkeypatch.setenv("HPSV3_REVISION", "v2")
     with pytest.raises(HPSv3Error, match=rf"at revision 'v2'.*hf download {HUB_CHECKPOINT} --revision v2"):
         entrypoint.prepare(entrypoint.build_parser().parse_args(argv))
+
+
+def test_default_repository_is_a_new_private_directory(
+    cache: Path, tiny: Path, tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --repository each start renders into a new directory only this user can enter (no fixed, guessable
+    path in a shared /tmp), the server's work files beside the repository in it."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where mkdtemp creates it
+    argv = ["--target", "cpu", "--cache", str(cache), "--checkpoint", str(tiny_checkpoint), "--base",
+            str(tiny / "base")]  # fmt: skip
+    args = entrypoint.build_parser().parse_args(argv)
+    repository = entrypoint.prepare(args, lambda _: None)
+    private = repository.parent
+    assert private.parent == tmp_path and private.name.startswith("hpsv3-repository-")
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700 and (repository / "hpsv3" / "config.pbtxt").is_file()
+    assert entrypoint.make_server(repository, args).workdir.parent == private
+    again = entrypoint.prepare(entrypoint.build_parser().parse_args(argv), lambda _: None)
+    assert again.parent != private  # another start, another directory
 
 
 def test_gpu_target_refuses_here_and_says_what_is_missing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
