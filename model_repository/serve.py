@@ -1,7 +1,8 @@
 """`hpsv3 serve`: export if needed, render the repository, run tritonserver until interrupted.
 
-Artifacts are reused while the content hash of (checkpoint, base config, tokenizer) is unchanged;
-the hash itself is cached per (path, size, mtime) so a restart does not reread 17 GB.
+Artifacts are reused while the content hash of the checkpoint and every base file the export copies is unchanged
+(`hpsv3_serve.checkpoint.source_files`); the hash itself is cached per (path, size, mtime) so a restart does not
+reread 17 GB.
 """
 
 from __future__ import annotations
