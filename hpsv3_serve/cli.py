@@ -321,13 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_arguments(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it: be sure)")
-    serve.add_argument("--http-address", help="address of the HTTP port (default: --host; 127.0.0.1 with gRPC TLS)")
-    serve.add_argument("--metrics-address",
-                       help="address of the metrics port (default: --host; 127.0.0.1 with gRPC TLS)")  # fmt: skip
+    plain = "when not given: --host, or 127.0.0.1 with gRPC TLS (these ports have no TLS)"
+    serve.add_argument("--http-address", help=f"address of the HTTP port; {plain}")
+    serve.add_argument("--metrics-address", help=f"address of the metrics port; {plain}")
     serve.add_argument("--admin-key-file", type=Path,
                        help="file holding your key for the control APIs, sent as header hpsv3-admin-key (make one: "
-                       "python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > admin.key); default: a "
-                       "random key per start that nobody else holds")  # fmt: skip
+                       "python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > admin.key); when not given: "
+                       "a random key per start that nobody else holds")  # fmt: skip
     serve.add_argument("--grpc-port", type=int, default=8001, help="gRPC port")
     serve.add_argument("--http-port", type=int, default=8000, help="HTTP port")
     serve.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port")
