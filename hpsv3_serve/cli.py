@@ -313,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export the ONNX stages if missing or stale (content hash), render the Triton model "
         "repository and run the tritonserver shipped in nvidia-pytriton until Ctrl-C / SIGTERM. Binds to "
         "127.0.0.1 unless --host says otherwise; with gRPC TLS, HTTP and metrics stay on 127.0.0.1 unless "
-        "--http-address / --metrics-address say otherwise. Loading, unloading and listing models, model configs, "
+        "--http-address / --metrics-address say otherwise. Loading, unloading and listing models, "
         "shared memory, trace and log settings need the header hpsv3-admin-key: a random key made for each start "
         "that only this process holds, or yours with --admin-key-file. Inference, health, metadata, statistics "
         "and metrics stay open (docs/RELIABILITY.md, Security model).",

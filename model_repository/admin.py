@@ -19,10 +19,10 @@ from hpsv3_serve.errors import HPSv3Error
 
 ADMIN_HEADER = "hpsv3-admin-key"
 GRPC_PREFIX = "triton-grpc-protocol-"  # Triton reads a restricted gRPC protocol's header under this prefix
-# Triton's API groups that need the key: loading code and unloading (model-repository), configs with the server's
-# paths (model-config), registering shared memory the server would read from or write to, and the trace and log
-# settings (which name files the server writes)
-RESTRICTED_APIS = ("model-repository", "model-config", "shared-memory", "trace", "logging")
+# Triton's API groups that need the key: loading code and unloading (model-repository), registering shared memory
+# the server would read from or write to, and the trace and log settings (which name files the server writes).
+# Model configs stay readable: perf_analyzer and other Triton clients read them to learn a model's inputs.
+RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging")
 KEY_PATTERN = re.compile(r"[A-Za-z0-9_\-.~]{24,512}")  # a header value Triton's `key=value` flag can carry as is
 MAKE_KEY = 'python3 -c "import secrets; print(secrets.token_urlsafe(32))" > admin.key && chmod 600 admin.key'
 

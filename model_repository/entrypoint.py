@@ -19,7 +19,7 @@ Each start, under --cache (a volume; replicas sharing it take turns through a lo
 then run tritonserver (the image's for gpu, nvidia-pytriton's for cpu) with every model loaded under explicit
 model control, and a watchdog that reloads a Python-backend model whose stub process died (as `hpsv3 serve`
 does; Triton itself would only fail its requests); SIGTERM stops it cleanly. The control APIs (load, unload,
-index, config, shared memory, trace, logging) need the header hpsv3-admin-key: a random key per start that only
+index, shared memory, trace, logging) need the header hpsv3-admin-key: a random key per start that only
 this process holds, or the operator's (--admin-key-file). The server binds --host, 0.0.0.0
 by default: inside a container the published ports (docker -p, a Kubernetes Service) decide who reaches it.
 Health: GET :8000/v2/health/ready (all models loaded) and /v2/health/live; metrics on :8002/metrics.
@@ -333,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--admin-key-file",
         type=Path,
         default=env("HPSV3_ADMIN_KEY_FILE"),
-        help="file holding the key of the control APIs (load, unload, index, config, shared memory, trace, logging), "
+        help="file holding the key of the control APIs (load, unload, index, shared memory, trace, logging), "
         "sent as header hpsv3-admin-key ($HPSV3_ADMIN_KEY_FILE, e.g. a mounted Kubernetes Secret); default: a random "
         "key per start that only this entrypoint holds",
     )

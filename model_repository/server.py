@@ -120,7 +120,7 @@ class TritonServer:
     """One tritonserver process serving `model_repository`, bound to `host` (loopback by default).
 
     Ports set to None are disabled (gRPC cannot be). With gRPC TLS on, HTTP and metrics (plain text) bind loopback
-    unless `http_address` / `metrics_address` name another address. The model-control, model-config, shared-memory,
+    unless `http_address` / `metrics_address` name another address. The model-control, shared-memory,
     trace and logging APIs need the header `hpsv3-admin-key` (`admin_headers`): `admin_key`, or a random key made
     for this start that only this object holds (model_repository/admin.py). Logs (server and model stubs) go to
     `workdir/tritonserver.log`; without a `workdir` a temporary one is used and removed by a clean `stop()`.
@@ -192,7 +192,7 @@ class TritonServer:
     def control_note(self) -> str:
         """Who can use the control APIs, in words (printed by `hpsv3 serve` and the entrypoint)."""
         holder = "a random key made for this start, held by the watchdog only" if self._own_key else "the key file"
-        return f"load/unload/index/config/shared-memory/trace/logging need header {ADMIN_HEADER}: {holder}"
+        return f"load/unload/index/shared-memory/trace/logging need header {ADMIN_HEADER}: {holder}"
 
     @property
     def admin_key(self) -> str:
@@ -200,7 +200,7 @@ class TritonServer:
         return self._admin_key
 
     def admin_headers(self, grpc: bool) -> dict[str, str]:
-        """What the restricted APIs (load, unload, index, config, shared memory, trace, logging) need: the admin key
+        """What the restricted APIs (load, unload, index, shared memory, trace, logging) need: the admin key
         as an HTTP header, or as gRPC metadata (`grpc=True`)."""
         return admin_headers(self._admin_key, grpc)
 

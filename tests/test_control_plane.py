@@ -1,8 +1,8 @@
 """The locked control plane of `hpsv3 serve`, against the real tritonserver: without the admin key nobody who
 reaches the HTTP or gRPC port can load code (a model with an uploaded `model.py`), unload the service, list the
-repository, read configs, register shared memory or change trace and log settings; with the operator's key
-(`--admin-key-file`) they work; inference, health, metadata, statistics and metrics stay open; the stub watchdog
-still reloads a killed stub, and scoring is unaffected."""
+repository, register shared memory or change trace and log settings; with the operator's key (`--admin-key-file`)
+they work; inference, health, metadata, configs, statistics and metrics stay open; the stub watchdog still
+reloads a killed stub, and scoring is unaffected."""
 
 from __future__ import annotations
 
@@ -107,7 +107,6 @@ def _http_requests(served: Served) -> dict[str, tuple[str, str, dict | None]]:
         "index": ("POST", "/v2/repository/index", {}),
         "load a model with uploaded code": ("POST", "/v2/repository/models/evil/load", upload),
         "unload the service": ("POST", "/v2/repository/models/hpsv3/unload", {}),
-        "read a config": ("GET", "/v2/models/preprocess/config", None),
         "register shared memory": ("POST", "/v2/systemsharedmemory/region/r/register", region),
         "trace settings": ("GET", "/v2/trace/setting", None),
         "change log settings": ("POST", "/v2/logging", {"log_verbose_level": 1}),
@@ -122,7 +121,6 @@ def _grpc_requests(served: Served) -> dict[str, Callable[[grpcclient.InferenceSe
             "evil", headers=h, config=config, files={"file:1/model.py": code}
         ),
         "unload the service": lambda c, h: c.unload_model("hpsv3", headers=h),
-        "read a config": lambda c, h: c.get_model_config("preprocess", headers=h),
         "register shared memory": lambda c, h: c.register_system_shared_memory("r", "/hpsv3_any_region", 64, headers=h),
         "trace settings": lambda c, h: c.get_trace_settings(headers=h),
         "change log settings": lambda c, h: c.update_log_settings({"log_verbose_level": 1}, headers=h),
@@ -151,10 +149,11 @@ def test_without_the_key_nothing_reachable_changes_the_server(served: Served, ke
     assert _scores(served) == before, "scoring is unaffected"
 
 
-def test_inference_health_metadata_statistics_and_metrics_stay_open(served: Served) -> None:
+def test_inference_health_metadata_configs_statistics_and_metrics_stay_open(served: Served) -> None:
     with grpcclient.InferenceServerClient(served.grpc) as client:
         assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("hpsv3")
         assert client.get_model_metadata("hpsv3", as_json=True)["inputs"][0]["name"] == "IMAGE"
+        assert client.get_model_config("hpsv3", as_json=True)["config"]["max_batch_size"] == 1  # perf_analyzer
         assert client.get_inference_statistics("hpsv3", as_json=True)["model_stats"]
     assert _http(served, "GET", "/v2/health/ready") == 200 and _http(served, "GET", "/v2/models/hpsv3") == 200
     with _DIRECT.open(served.metrics, timeout=10) as response:

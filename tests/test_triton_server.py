@@ -60,7 +60,7 @@ def test_server_is_ready_on_loopback(toy_server: TritonServer) -> None:
         assert response.status == 200
     with grpcclient.InferenceServerClient(toy_server.grpc_url) as client:
         assert client.is_model_ready("hpsv3")
-        config = client.get_model_config("hpsv3", headers=toy_server.admin_headers(grpc=True), as_json=True)["config"]
+        config = client.get_model_config("hpsv3", as_json=True)["config"]
     assert config["max_batch_size"] == 8 and "dynamic_batching" in config
 
 
