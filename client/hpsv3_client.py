@@ -1,7 +1,9 @@
 """`HPSv3Client`: score (image, prompt) pairs against the `hpsv3` model of a Triton server over asyncio gRPC.
 
 One item per request (IMAGE and PROMPT of shape [1, 1]) so that a bad item fails only its own request; the
-server's dynamic batcher regroups the requests, and up to `concurrency` of them are in flight at once.
+server's dynamic batcher regroups the requests, and up to `concurrency` of them are in flight at once. Images
+held in memory (numpy arrays, torch tensors, PIL images) are resized and patched here by the server's own code
+and go to the `hpsv3_patches` twin as uint8 PATCHES + GRID_THW: no encoding, no decoding, the same scores.
 
 Several endpoints (`HPSv3Client("gpu-a:8001,gpu-b:8001")` or a list) share the load: each request goes to the
 healthy endpoint with the fewest requests in flight. An endpoint that is down (UNAVAILABLE) or going down
@@ -13,7 +15,6 @@ idempotent); after a cool-down that doubles with each failure (up to `MAX_COOLDO
 from __future__ import annotations
 
 import asyncio
-import io
 import itertools
 import os
 import random
@@ -27,16 +28,17 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from PIL import Image
 from tqdm import tqdm
-from tritonclient.utils import InferenceServerException
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from hpsv3_serve.errors import HPSv3Error, InputError
-from hpsv3_serve.inputs import ImageInput, describe, read_image_bytes
+from hpsv3_serve.inputs import ImageInput, describe, prepare_image, read_image_bytes
+from hpsv3_serve.pixels import image_items, is_array
 from hpsv3_serve.prompt import check_prompt
 from hpsv3_serve.results import ScoreResult, printable
 
 DEFAULT_URL = "127.0.0.1:8001"
 MAX_COOLDOWN_S = 30.0
-PNG_MODES = {"1", "L", "LA", "P", "RGB", "RGBA"}  # saved to PNG and read back unchanged
+PATCHES_SUFFIX = "_patches"  # the ensemble for pixels held in memory: "hpsv3" → "hpsv3_patches"
 _UNAVAILABLE = "StatusCode.UNAVAILABLE"
 _UNLOADING = "has no available versions"  # NOT_FOUND while a server unloads its models (shutdown, restart)
 _RECOVERING = "is not healthy"  # a model's stub died; `hpsv3 serve`'s watchdog is reloading it
@@ -66,24 +68,23 @@ def _retryable(exc: InferenceServerException) -> bool:
     return exc.status() == _UNAVAILABLE or _UNLOADING in message or _RECOVERING in message
 
 
-def encode_image(image: ImageInput) -> bytes:
-    """The encoded file bytes the server decodes: files and URLs as they are, PIL images as lossless PNG.
+def image_inputs(image: ImageInput) -> tuple[bool, list[grpcclient.InferInput]]:
+    """What goes on the wire for one image, and whether it is pixels: images held in memory (numpy arrays, torch
+    tensors, PIL images) are resized and patched here exactly as the server's preprocess would (no encoding, no
+    decoding) and go to the `_patches` ensemble as PATCHES + GRID_THW; files, URLs and bytes go as they are, as
+    IMAGE, for the server to decode. Raises `InputError` naming the input."""
+    if is_array(image) or isinstance(image, Image.Image):
+        prepared = prepare_image(image)
+        return True, [_tensor_input("PATCHES", prepared.patches[None]),
+                      _tensor_input("GRID_THW", np.array([prepared.grid_thw], np.int64))]  # fmt: skip
+    if not isinstance(image, (str, os.PathLike, bytes, bytearray)):
+        raise InputError(describe(image), "an image must be a path, URL, bytes, a PIL image or an array")
+    return False, [_tensor_input("IMAGE", np.array([[read_image_bytes(image)]], dtype=np.object_))]
 
-    PIL images in modes PNG cannot hold unchanged are converted to RGB first, which is what the server's
-    decoding does to every image anyway. Raises `InputError` naming the input.
-    """
-    if not isinstance(image, (str, os.PathLike, bytes, bytearray, Image.Image)):
-        raise InputError(describe(image), "an image must be a path, URL, bytes or PIL image")
-    if isinstance(image, Image.Image):
-        buffer = io.BytesIO()
-        (image if image.mode in PNG_MODES else image.convert("RGB")).save(buffer, format="PNG")
-        return buffer.getvalue()
-    return read_image_bytes(image)
 
-
-def _bytes_input(name: str, value: bytes) -> grpcclient.InferInput:
-    tensor = grpcclient.InferInput(name, [1, 1], "BYTES")
-    tensor.set_data_from_numpy(np.array([[value]], dtype=np.object_))
+def _tensor_input(name: str, value: np.ndarray) -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput(name, list(value.shape), np_to_triton_dtype(value.dtype))
+    tensor.set_data_from_numpy(value)
     return tensor
 
 
@@ -328,16 +329,16 @@ class HPSv3Client:
         result = ScoreResult(image=describe(image), prompt=printable(prompt))
         try:
             text = check_prompt(prompt).encode("utf-8")
-            data = await asyncio.to_thread(encode_image, image)
+            pixels, inputs = await asyncio.to_thread(image_inputs, image)
         except InputError as exc:
             result.error = str(exc)
             return result
-        except Exception as exc:  # an input nobody foresaw (a PIL mode PNG cannot save, ...): this item's error only
-            result.error = f"{result.image}: could not be encoded ({type(exc).__name__}: {exc})"
+        except Exception as exc:  # an input nobody foresaw: this item's error only
+            result.error = f"{result.image}: could not be prepared ({type(exc).__name__}: {exc})"
             return result
-        inputs = [_bytes_input("IMAGE", data), _bytes_input("PROMPT", text)]
+        inputs.append(_tensor_input("PROMPT", np.array([[text]], dtype=np.object_)))
         try:
-            response = await self._call("infer", self.model, inputs)
+            response = await self._call("infer", self.model + PATCHES_SUFFIX if pixels else self.model, inputs)
             result.mu, result.sigma = _scalar(response, "MU"), _scalar(response, "SIGMA")
         except InferenceServerException as exc:
             status = exc.status() or "error"
@@ -357,9 +358,12 @@ class HPSv3Client:
     ) -> list[ScoreResult]:
         """Score every pair, in input order; failed items carry `error` (the server's message) and no scores.
 
-        `prompts` is one prompt for all images or one per image. Raises ServerUnavailableError when no server
-        answers at `url` and ModelNotReadyError when it does not serve the model.
+        `images`: a list of paths, URLs, bytes, PIL images, numpy arrays or torch tensors (uint8, or float in [0, 1]:
+        `hpsv3_serve.pixels`), one image, or a batch array / tensor [B, ...]. `prompts` is one prompt for all images
+        or one per image. Raises ServerUnavailableError when no server answers at `url` and ModelNotReadyError when
+        it does not serve the model.
         """
+        images = image_items(images)
         prompt_list = [prompts] * len(images) if isinstance(prompts, str) else list(prompts)
         if len(prompt_list) != len(images):
             raise ValueError(f"{len(images)} images but {len(prompt_list)} prompts")

@@ -30,7 +30,7 @@ class BackgroundScorer:
         asyncio.run_coroutine_threadsafe(self.client.wait_ready(timeout_s), self._loop).result()
 
     def submit(self, image: Image.Image, prompt: str, name: str) -> Future[float]:
-        """Score `image` (sent as lossless PNG); the Future gives mu or raises ScoreError naming `name`."""
+        """Score `image` (its pixels, patched by the client); the Future gives mu or raises ScoreError naming `name`."""
         return asyncio.run_coroutine_threadsafe(self._score(image, prompt, name), self._loop)
 
     async def _score(self, image: Image.Image, prompt: str, name: str) -> float:

@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageDecodeError, ImageNotFoundError, ImageSizeError
 from .limits import DEFAULT_LIMITS, InputLimits
+from .pixels import array_pixels, describe_array, is_array
 
 FACTOR = 28
 PIXELS = 256 * FACTOR * FACTOR  # 200704: the official min_pixels = max_pixels
@@ -43,7 +44,7 @@ IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "AVIF", "GIF", "BMP", "TIFF", "JPEG2000"
 IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
 IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 
-ImageInput = str | os.PathLike | bytes | Image.Image
+ImageInput = str | os.PathLike | bytes | Image.Image | np.ndarray  # and torch tensors (`pixels.py`)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,8 @@ def describe(image: object) -> str:
         return f"<PIL image {image.width}x{image.height} {image.mode}>"
     if isinstance(image, (bytes, bytearray)):
         return f"<{len(image)} bytes>"
+    if is_array(image):
+        return describe_array(image)
     if not isinstance(image, (str, os.PathLike)):
         return f"<{type(image).__name__}>"
     text = os.fspath(image)
@@ -142,12 +145,14 @@ def _check_pixels(image: Image.Image, name: str, limits: InputLimits) -> None:
 
 
 def load_image(image: ImageInput, limits: InputLimits = DEFAULT_LIMITS) -> Image.Image:
-    """Open a path, bytes, PIL image, http(s) URL or `data:` URL and return it decoded as RGB (as the official
-    code: `convert("RGB")`; animated images give their first frame). Whatever decoding untrusted bytes raises
-    becomes an `InputError` naming the input: one bad image never ends a run."""
+    """Open a path, bytes, PIL image, http(s) URL, `data:` URL, numpy array or torch tensor (`pixels.py`) and return
+    it decoded as RGB (as the official code: `convert("RGB")`; animated images give their first frame). Whatever
+    decoding untrusted bytes raises becomes an `InputError` naming the input: one bad image never ends a run."""
     name = describe(image)
+    if is_array(image):
+        return Image.fromarray(array_pixels(image, limits), "RGB")
     if not isinstance(image, (str, os.PathLike, bytes, bytearray, Image.Image)):
-        raise ImageDecodeError(name, "an image must be a path, URL, bytes or PIL image")
+        raise ImageDecodeError(name, "an image must be a path, URL, bytes, a PIL image or an array")
     try:
         if isinstance(image, Image.Image):
             opened = image

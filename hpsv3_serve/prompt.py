@@ -102,6 +102,14 @@ def check_prompt(prompt: object) -> str:
     return prompt
 
 
+def decode_prompt(data: bytes, name: str = "PROMPT") -> str:
+    """A prompt received as bytes (a gRPC string tensor) as text; bytes that are not UTF-8 are this item's error."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PromptError(name, f"not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at {exc.start})") from None
+
+
 @dataclass(frozen=True)
 class SequenceRules:
     """What a token sequence from `PromptTokenizer` looks like, for a step that receives ids from elsewhere (the

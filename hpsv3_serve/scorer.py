@@ -16,6 +16,7 @@ from .engines.torch_engine import TorchEngine
 from .errors import InputError, ModelLoadError
 from .inputs import ImageInput, describe, prepare_image
 from .limits import DEFAULT_LIMITS, InputLimits
+from .pixels import image_items
 from .prompt import PromptTokenizer, check_prompt
 from .results import ScoreResult, printable
 
@@ -77,7 +78,9 @@ class Scorer:
             return [out for item in items for out in self._score_prepared([item])]
 
     def iter_score(self, images: Sequence[ImageInput], prompts: str | Sequence[str]) -> Iterator[ScoreResult]:
-        """Yield results in input order, batch by batch, preparing the next batch while scoring."""
+        """Yield results in input order, batch by batch, preparing the next batch while scoring. `images`: a list of
+        images, or one image, or a batch array / tensor [B, ...] (`pixels.image_items`)."""
+        images = image_items(images)
         prompt_list = [prompts] * len(images) if isinstance(prompts, str) else list(prompts)
         if len(prompt_list) != len(images):
             raise ValueError(f"{len(images)} images but {len(prompt_list)} prompts")

@@ -49,7 +49,9 @@ def check_patches(patches: np.ndarray, position_ids: np.ndarray) -> tuple[int, i
     `inputs.vision_position_ids` make them; returns the image's grid."""
     _expect(patches, PATCHES, np.uint8, (None, PATCH_BYTES))
     _check_patch_count(len(patches), PATCHES)
-    _expect(position_ids, POSITION_IDS, np.int64, (len(patches), 2))
+    _expect(position_ids, POSITION_IDS, np.int64, (None, 2))
+    if len(position_ids) != len(patches):
+        raise TensorError(PATCHES, f"{len(patches)} patches for an image grid of {len(position_ids)}")
     grid = (1, int(position_ids[:, 0].max()) + 1, int(position_ids[:, 1].max()) + 1)
     if grid[1] * grid[2] != len(patches) or grid[1] % MERGE_SIZE or grid[2] % MERGE_SIZE:
         raise TensorError(POSITION_IDS, f"rows × columns {grid[1]}×{grid[2]} do not tile {len(patches)} patches")
@@ -58,13 +60,13 @@ def check_patches(patches: np.ndarray, position_ids: np.ndarray) -> tuple[int, i
     return grid
 
 
-def check_grid(grid: np.ndarray) -> tuple[int, int, int]:
+def check_grid(grid: np.ndarray, name: str = GRID_THW) -> tuple[int, int, int]:
     """An image grid (1, h, w) in 14-pixel patches, h and w even, h·w within the patch range."""
-    _expect(grid, GRID_THW, np.int64, (3,))
+    _expect(grid, name, np.int64, (3,))
     frames, height, width = (int(value) for value in grid)
     if frames != 1 or height <= 0 or width <= 0 or height % MERGE_SIZE or width % MERGE_SIZE:
-        raise TensorError(GRID_THW, f"{[frames, height, width]} is not a still image's (1, h, w) with h and w even")
-    _check_patch_count(height * width, GRID_THW)
+        raise TensorError(name, f"{[frames, height, width]} is not a still image's (1, h, w) with h and w even")
+    _check_patch_count(height * width, name)
     return frames, height, width
 
 

@@ -29,7 +29,16 @@ from hpsv3_serve.errors import HPSv3Error
 from hpsv3_serve.limits import DEFAULT_LIMITS
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-MODELS = ("preprocess", "vision_encoder", "language_model", "reward_head", "hpsv3")
+MODELS = (
+    "preprocess",
+    "preprocess_patches",
+    "vision_encoder",
+    "language_model",
+    "reward_head",
+    "hpsv3",
+    "hpsv3_patches",
+)
+ENSEMBLES = ("hpsv3", "hpsv3_patches")  # encoded image files in; pixels already resized and patched on the client
 TARGETS = ("cpu", "gpu")
 ENGINES_DIR = "tensorrt"  # in the artifacts: <model>.plan for each tensorrt_plan model
 VLLM_DIR = "vllm"  # in the artifacts: the model folder vLLM serves
@@ -107,7 +116,7 @@ def render(target: str, settings: RepositorySettings, out: Path) -> Path:
 
 
 def check_ensemble(repository: Path) -> None:
-    """Parse every config with Triton's own schema; each ensemble step must map onto its model's
+    """Parse every config with Triton's own schema; each step of each ensemble must map onto its model's
     inputs and outputs with matching data types (catches a broken target before a server loads it)."""
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
@@ -116,7 +125,12 @@ def check_ensemble(repository: Path) -> None:
         model: text_format.Parse((repository / model / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
         for model in MODELS
     }
-    ensemble = configs["hpsv3"]
+    for name in ENSEMBLES:
+        _check_steps(name, configs)
+
+
+def _check_steps(name: str, configs: dict) -> None:
+    ensemble = configs[name]
     types = {tensor.name: tensor.data_type for tensor in ensemble.input}
     for step in ensemble.ensemble_scheduling.step:
         model = configs[step.model_name]
@@ -133,7 +147,7 @@ def check_ensemble(repository: Path) -> None:
             raise RepositoryError(f"{step.model_name}: inputs {sorted(unfed)} get nothing from the ensemble")
     for tensor in ensemble.output:
         if types.get(tensor.name) != tensor.data_type:
-            raise RepositoryError(f"hpsv3: output {tensor.name} is not produced by any step with its type")
+            raise RepositoryError(f"{name}: output {tensor.name} is not produced by any step with its type")
 
 
 def settings_for(artifacts: Path, **overrides: int | float | str) -> RepositorySettings:

@@ -14,10 +14,17 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from hpsv3_serve.errors import InputError
+from hpsv3_serve.errors import InputError, PromptError, TensorError
 
 Request = Any  # pb_utils.InferenceRequest: the backend's types exist only inside a stub
 Response = Any
+
+
+def public_input(exc: InputError) -> str:
+    """The input an entry step's error is about, as the client named it: a tensor, PROMPT, or IMAGE."""
+    if isinstance(exc, TensorError):
+        return exc.input_name
+    return "PROMPT" if isinstance(exc, PromptError) else "IMAGE"
 
 
 def error_response(pb_utils: Any, model: str, exc: BaseException, tensor: str | None = None) -> Response:

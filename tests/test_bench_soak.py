@@ -29,7 +29,7 @@ def test_a_short_soak_answers_every_request_correctly(tiny_server: TritonServer,
     memory = result["memory"]
     assert memory["samples"] >= 3 and 0 < memory["start_mib"] <= memory["peak_mib"]
     parts = memory["parts"]
-    models = {"preprocess", "vision_encoder", "language_model", "reward_head"}
+    models = {"preprocess", "preprocess_patches", "vision_encoder", "language_model", "reward_head"}
     assert set(parts) == {"tritonserver", *models, "shared_memory"}
     assert memory["end_mib"] == pytest.approx(sum(part["end_mib"] for part in parts.values()))
     assert (tmp_path / "soak.png").read_bytes()[:4] == b"\x89PNG"

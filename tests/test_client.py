@@ -6,19 +6,20 @@ import asyncio
 import base64
 import functools
 import http.server
-import io
 import math
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from hpsv3_client import HPSv3Client, ModelNotReadyError, ServerUnavailableError
-from hpsv3_client.hpsv3_client import encode_image
+from hpsv3_client.hpsv3_client import image_inputs
 from hpsv3_repository.server import TritonServer, free_port
+from hpsv3_serve.inputs import prepare_image
 
 from .conftest import IMAGES, TOY_REPOSITORY
 
@@ -37,8 +38,14 @@ def image_site() -> Iterator[str]:
     thread.join(timeout=5)
 
 
-def _expected(image_bytes: bytes, prompt: str) -> tuple[float, float]:
-    return float(len(image_bytes)), float(len(prompt.encode("utf-8")) + 1)
+def _expected(image: bytes | Image.Image, prompt: str) -> tuple[float, float]:
+    """The toy models' answer: files by their byte count, pixels (the hpsv3_patches route) by their patches."""
+    sigma = float(len(prompt.encode("utf-8")) + 1)
+    if isinstance(image, bytes):
+        return float(len(image)), sigma
+    prepared = prepare_image(image)
+    _, height, width = prepared.grid_thw
+    return float(int(prepared.patches.astype(np.int64).sum()) % 1000 + height * width), sigma
 
 
 def test_scores_every_kind_of_input_in_order(toy_server: TritonServer, image_site: str) -> None:
@@ -47,7 +54,7 @@ def test_scores_every_kind_of_input_in_order(toy_server: TritonServer, image_sit
     data_url = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
     images = [str(png), jpg, jpg.read_bytes(), pil, data_url, f"{image_site}/gray_300.png"]
     prompts = ["a", "ä photo", "", "猫 and 犬", "x" * 50, "last"]
-    sent = [png.read_bytes(), jpg.read_bytes(), jpg.read_bytes(), encode_image(pil), png.read_bytes()]
+    sent = [png.read_bytes(), jpg.read_bytes(), jpg.read_bytes(), pil, png.read_bytes()]
     sent.append((IMAGES / "gray_300.png").read_bytes())
 
     results = HPSv3Client(toy_server.grpc_url, concurrency=3).score(images, prompts, progress=True)
@@ -61,14 +68,22 @@ def test_scores_every_kind_of_input_in_order(toy_server: TritonServer, image_sit
     assert results[3].image == "<PIL image 400x400 P>"
 
 
-def test_pil_images_go_as_lossless_png_in_their_mode() -> None:
+def test_pixels_go_as_the_patches_the_server_would_make_of_the_file() -> None:
+    """PIL images (any mode), numpy arrays and torch tensors go as PATCHES + GRID_THW: exactly what the server's
+    preprocess makes of a lossless file of the same pixels; files go as they are."""
+    import torch
+
     for name in ("palette_400.png", "rgba_640x480.png", "gray_300.png", "cmyk_500x375.jpg"):
         image = Image.open(IMAGES / name)
         image.load()
-        decoded = Image.open(io.BytesIO(encode_image(image)))
-        expected_mode = image.mode if image.mode != "CMYK" else "RGB"  # PNG has no CMYK: sent as the server's RGB
-        assert decoded.mode == expected_mode
-        assert decoded.convert("RGB").tobytes() == image.convert("RGB").tobytes()
+        rgb = np.asarray(image.convert("RGB"))
+        expected = prepare_image(IMAGES / name)
+        for pixels in (image, rgb, torch.from_numpy(rgb).permute(2, 0, 1), torch.from_numpy(rgb) / 255):
+            is_pixels, inputs = image_inputs(pixels)
+            assert is_pixels and [tensor.name() for tensor in inputs] == ["PATCHES", "GRID_THW"]
+            assert inputs[0].shape() == [1, *expected.patches.shape]
+    is_pixels, inputs = image_inputs(IMAGES / "small_200.png")
+    assert not is_pixels and [tensor.name() for tensor in inputs] == ["IMAGE"]
 
 
 def test_a_bad_item_fails_only_itself(toy_server: TritonServer) -> None:
@@ -88,7 +103,7 @@ def test_unreadable_items_fail_client_side(toy_server: TritonServer, tmp_path: P
     assert [r.ok for r in results] == [False, False, True, False, False]
     assert results[0].error == f"{missing}: no such file"
     assert "data: URL" in results[1].error
-    assert results[3].error == "<int>: an image must be a path, URL, bytes or PIL image"
+    assert results[3].error == "<int>: an image must be a path, URL, bytes, a PIL image or an array"
     assert results[4].error == f"{tmp_path}: not a regular file"
 
 

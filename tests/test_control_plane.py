@@ -167,7 +167,8 @@ def test_the_operators_key_opens_the_control_api_and_the_watchdog_still_reloads(
     with grpcclient.InferenceServerClient(served.grpc) as client:
         headers = admin_headers(KEY, grpc=True)
         names = {model["name"] for model in client.get_model_repository_index(headers=headers, as_json=True)["models"]}
-        assert names == {"hpsv3", "preprocess", "vision_encoder", "language_model", "reward_head"}
+        steps = {"preprocess", "preprocess_patches", "vision_encoder", "language_model", "reward_head"}
+        assert names == {"hpsv3", "hpsv3_patches", *steps}
         client.unload_model("hpsv3", headers=headers)
         assert not client.is_model_ready("hpsv3")
         client.load_model("hpsv3", headers=headers)

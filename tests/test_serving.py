@@ -54,7 +54,8 @@ def test_export_fails_loudly_when_parity_is_off(tiny: Path, tiny_checkpoint: Pat
 def test_render_is_the_serving_graph(tiny_artifacts: Path, tmp_path: Path) -> None:
     repository = render("cpu", settings_for(tiny_artifacts, max_batch_size=8), tmp_path / "repo")
     assert sorted(p.name for p in repository.iterdir()) == [
-        "hpsv3", "language_model", "preprocess", "reward_head", "vision_encoder",
+        "hpsv3", "hpsv3_patches", "language_model", "preprocess", "preprocess_patches", "reward_head",
+        "vision_encoder",
     ]  # fmt: skip
     ensemble = (repository / "hpsv3" / "config.pbtxt").read_text()
     assert "max_batch_size: 1\n" in ensemble and "${" not in ensemble

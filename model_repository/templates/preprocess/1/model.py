@@ -6,11 +6,10 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from hpsv3_repository.responses import answer_each
-from hpsv3_serve.errors import InputError, PromptError, TensorError
+from hpsv3_repository.responses import answer_each, public_input
 from hpsv3_serve.inputs import describe, grid_of, load_image, patch_pixels, resize, vision_position_ids
 from hpsv3_serve.limits import InputLimits
-from hpsv3_serve.prompt import PromptTokenizer
+from hpsv3_serve.prompt import PromptTokenizer, decode_prompt
 from hpsv3_serve.step_inputs import single
 
 LIMITS = ("max_image_bytes", "max_image_pixels", "max_prompt_tokens", "max_prompt_bytes")  # set by `hpsv3 serve`
@@ -18,13 +17,6 @@ LIMITS = ("max_image_bytes", "max_image_pixels", "max_prompt_tokens", "max_promp
 
 def _scalar(request, name: str) -> bytes:
     return bytes(single(pb_utils.get_input_tensor_by_name(request, name).as_numpy(), name)[0])
-
-
-def _tensor(exc: InputError) -> str:
-    """Which public input an error is about: the client sees `PROMPT: ...` or `IMAGE: ...`."""
-    if isinstance(exc, TensorError):
-        return exc.input_name
-    return "PROMPT" if isinstance(exc, PromptError) else "IMAGE"
 
 
 class TritonPythonModel:
@@ -35,12 +27,7 @@ class TritonPythonModel:
         self.tokenizer = PromptTokenizer.from_base(Path(parameters["base"]["string_value"]), self.limits)
 
     def _prepare(self, request) -> list:
-        try:
-            prompt = _scalar(request, "PROMPT").decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise PromptError(
-                "PROMPT", f"not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at {exc.start})"
-            ) from None
+        prompt = decode_prompt(_scalar(request, "PROMPT"))
         data = _scalar(request, "IMAGE")
         image = resize(load_image(data, self.limits), describe(data))
         patches, grid = patch_pixels(image), grid_of(image)
@@ -53,4 +40,4 @@ class TritonPythonModel:
         ]
 
     def execute(self, requests: list) -> list:
-        return answer_each(pb_utils, "preprocess", requests, self._prepare, _tensor)
+        return answer_each(pb_utils, "preprocess", requests, self._prepare, public_input)
