@@ -80,6 +80,8 @@ $(OFFICIAL_VENV)/.installed:
 
 golden: $(OFFICIAL_VENV)/.installed $(TINY_CKPT)
 	$(OFFICIAL_VENV)/bin/python tests/golden/make_golden.py --tiny $(TINY) --out tests/golden/official_tiny.json
+	$(OFFICIAL_VENV)/bin/python tests/golden/make_golden_differentiable.py --tiny $(TINY) \
+		--out tests/golden/official_tiny_differentiable.json
 
 clean:
 	rm -rf build

@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["ScoreResult", "Scorer", "__version__"]
+__all__ = ["DifferentiableScorer", "ScoreResult", "Scorer", "__version__"]
 
 
 def __getattr__(name: str):
@@ -11,6 +11,10 @@ def __getattr__(name: str):
         from .scorer import Scorer
 
         return Scorer
+    if name == "DifferentiableScorer":
+        from .differentiable import DifferentiableScorer
+
+        return DifferentiableScorer
     if name == "ScoreResult":
         from .results import ScoreResult
 

@@ -37,18 +37,24 @@ class Batch:
         return normalise_patches(self.patches)
 
 
+def pad_ids(sequences: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Right-pad token sequences with `<|endoftext|>`: (input_ids [B, L], attention_mask [B, L], reward_index [B])."""
+    lengths = np.array([len(ids) for ids in sequences], np.int64)
+    input_ids = np.full((len(sequences), int(lengths.max())), PAD_TOKEN_ID, np.int64)
+    attention_mask = np.zeros_like(input_ids)
+    for row, ids in enumerate(sequences):
+        input_ids[row, : lengths[row]] = ids
+        attention_mask[row, : lengths[row]] = 1
+    return input_ids, attention_mask, lengths - 1
+
+
 def collate(items: list[PreparedItem]) -> Batch:
     """Stack prepared items into one right-padded batch."""
-    lengths = np.array([len(item.input_ids) for item in items], np.int64)
-    input_ids = np.full((len(items), int(lengths.max())), PAD_TOKEN_ID, np.int64)
-    attention_mask = np.zeros_like(input_ids)
-    for row, item in enumerate(items):
-        input_ids[row, : lengths[row]] = item.input_ids
-        attention_mask[row, : lengths[row]] = 1
+    input_ids, attention_mask, reward_index = pad_ids([item.input_ids for item in items])
     return Batch(
         input_ids=input_ids,
         attention_mask=attention_mask,
-        reward_index=lengths - 1,
+        reward_index=reward_index,
         patches=np.concatenate([item.image.patches for item in items]),
         image_grid_thw=np.array([item.image.grid_thw for item in items], np.int64),
     )
