@@ -236,3 +236,29 @@ def test_bad_inputs_raise_input_error_naming_the_input(
     with pytest.raises(InputError, match=reason) as raised:
         differentiable(pixels, prompts)
     assert raised.value.input_name == name
+
+
+def test_a_refl_step_through_a_real_vae_raises_mu(differentiable: DifferentiableScorer) -> None:
+    """The README's ReFL use: diffusers' AutoencoderKL (tiny, random) decodes latents, the reward's gradient reaches
+    the latents, and a small step along it raises mu."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4, sample_size=64,
+    ).requires_grad_(False)  # fmt: skip
+    latents = torch.randn(2, 4, 48, 40, requires_grad=True)
+    prompts = ["a red fox in the snow", "a lighthouse at night"]
+
+    def mu(step: torch.Tensor) -> torch.Tensor:
+        images = (vae.decode(step / vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
+        return differentiable(images, prompts)[:, 0]
+
+    before = mu(latents)
+    before.sum().backward()
+    grad = latents.grad
+    assert grad.shape == latents.shape and torch.isfinite(grad).all() and grad.abs().sum() > 0
+    with torch.no_grad():
+        after = mu(latents + 1e-2 * grad / grad.norm())
+    assert after.sum() > before.detach().sum()
