@@ -74,6 +74,8 @@ $(OFFICIAL_VENV)/.installed:
 	$(OFFICIAL_VENV)/bin/pip install --quiet transformers==4.45.2 "trl>=0.11,<0.12" "peft<0.14" rich fire \
 		omegaconf pyyaml matplotlib pandas "datasets<3" tensorboard "accelerate<1.2" requests packaging \
 		pillow==13.0.0 "numpy<2" "pyarrow<20" safetensors
+	@# the re-created reward server of `hpsv3 bench rl-step` (benchmarks/reward_server/), at yifan123/reward-server's pins
+	$(OFFICIAL_VENV)/bin/pip install --quiet flask==3.1.0 gunicorn==23.0.0
 	$(OFFICIAL_VENV)/bin/pip download --quiet --no-deps hpsv3==1.0.0 -d $(OFFICIAL_VENV)/wheels
 	$(OFFICIAL_VENV)/bin/pip install --quiet --no-deps $(OFFICIAL_VENV)/wheels/hpsv3-1.0.0-py3-none-any.whl
 	touch $@

@@ -13,7 +13,7 @@ from pathlib import Path
 from hpsv3_serve.client_tls import add_tls_arguments
 from hpsv3_serve.errors import HPSv3Error
 
-from . import formats, latency, soak
+from . import formats, latency, rl_step, soak
 from . import generation as generation_task
 from .cache import CacheError
 from .formats import LIST_FORMATS, PAIR_FORMATS, DataError
@@ -30,6 +30,7 @@ tasks:
   generation  mean mu per prompt category and per generator: folders of images, a .txt prompt beside each
   latency     concurrency sweep: throughput, p50/p90/p99, errors, queue/compute of each ensemble step
   soak        sustained load on a local endpoint: every answer checked, nothing lost, server memory sampled
+  rl-step     one RL step, 64 arrays → rewards: this client vs flow_grpo's reward-server route vs in-process
 
 Each scored (image, prompt) is appended to a JSONL cache (--cache) as it arrives, keyed by the sha256 of the
 image file and the prompt: a rerun after a crash or a kill scores only what is not there yet and gives the
@@ -44,6 +45,7 @@ EPILOG = """examples:
   %(prog)s --endpoint 127.0.0.1:8001 generation --images gen_images/    # DIR/GENERATOR/CATEGORY/*.png + .txt
   %(prog)s --endpoint 127.0.0.1:8001 latency --sweep 1,4,16,64 --requests 200
   %(prog)s --endpoint 127.0.0.1:8001 soak --minutes 10 --concurrency 32
+  %(prog)s rl-step --tiny build/tiny                                      # starts both servers on loopback
   %(prog)s pairs --help                                                   # formats, ties, interval
 """
 PAIRS_DOC = "Preference accuracy: how often mu is higher for the image people preferred."
@@ -60,6 +62,7 @@ TASK_HELP = {
     "generation": "mean mu per category and generator",
     "latency": "throughput and latency against concurrency",
     "soak": "sustained load, every answer checked, server memory",
+    "rl-step": "one RL step of arrays: this client vs the reward-server route vs in-process",
 }
 
 
@@ -204,7 +207,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                       help="inject a fault: SIGKILL a Python stub of MODEL at that time (repeat for more)")  # fmt: skip
     load.set_defaults(run=soak.run_soak)
 
-    for task in (pairs, ranking, generation, sweep, load):
+    step = tasks.add_parser("rl-step", help=TASK_HELP["rl-step"], formatter_class=raw, description=rl_step.__doc__)
+    rl_step.add_arguments(step, _positive)
+    step.set_defaults(run=rl_step.run_rl_step)
+
+    for task in (pairs, ranking, generation, sweep, load, step):
         _add_common(task, defaults=False)
     return parser
 
@@ -217,11 +224,14 @@ def _run_line(run: dict) -> str:
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = build_parser(prog)
     args = parser.parse_args(argv)
-    if not args.endpoint:
+    if args.run is rl_step.run_rl_step:
+        rl_step.check_arguments(parser, args)
+    elif not args.endpoint:
         parser.error("--endpoint HOST:PORT is required (the gRPC address of the server, e.g. 127.0.0.1:8001)")
-    if args.run in (latency.run_latency, soak.run_soak) and (args.tls_root_cert or args.tls_client_cert):
-        parser.error("latency and soak drive plain gRPC (soak: loopback only); the --tls-* flags are for pairs, "
-                     "ranking and generation")  # fmt: skip
+    plain = (latency.run_latency, soak.run_soak, rl_step.run_rl_step)
+    if args.run in plain and (args.tls_root_cert or args.tls_client_cert):
+        parser.error("latency, soak and rl-step drive plain gRPC (soak: loopback only); the --tls-* flags are for "
+                     "pairs, ranking and generation")  # fmt: skip
     args.output = args.output or Path("hpsv3-bench") / args.task
     args.cache = args.cache or args.output / "scores.jsonl"
     started = time.perf_counter()

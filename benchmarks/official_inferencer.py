@@ -36,6 +36,31 @@ def load_golden_module():
     return module
 
 
+def load_inferencer(checkpoint: Path, base: Path) -> tuple[object, dict]:
+    """The official `HPSv3RewardInferencer` on the CPU, loaded as make_golden.py loads it, and the versions it runs
+    on (also used by benchmarks/reward_server/app.py)."""
+    golden = load_golden_module()
+    import torch
+    import transformers
+    from hpsv3.inference import HPSv3RewardInferencer
+
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        official = golden.official_base(base, tmp)
+        inferencer = HPSv3RewardInferencer(
+            config_path=str(golden.official_config(official, tmp)), checkpoint_path=str(checkpoint), device="cpu"
+        )
+    versions = {
+        "hpsv3": "1.0.0",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": sys.version.split()[0],
+    }
+    return inferencer, versions
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", type=Path, help="folder written by `hpsv3 make-tiny` (checkpoint + base/)")
@@ -51,26 +76,10 @@ def main() -> None:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
 
-    golden = load_golden_module()
     import torch
-    import transformers
-    from hpsv3.inference import HPSv3RewardInferencer
 
-    torch.manual_seed(0)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        official = golden.official_base(base, tmp)
-        inferencer = HPSv3RewardInferencer(
-            config_path=str(golden.official_config(official, tmp)), checkpoint_path=str(checkpoint), device="cpu"
-        )
-    versions = {
-        "hpsv3": "1.0.0",
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "python": sys.version.split()[0],
-    }
+    inferencer, versions = load_inferencer(checkpoint, base)
     ready = {"ready": True, "load_s": round(time.perf_counter() - started, 2), "versions": versions}
     protocol.write(json.dumps(ready) + "\n")
     for line in sys.stdin:
