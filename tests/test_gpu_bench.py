@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 from transformers import Qwen2VLConfig
 
-from hpsv3_benchmarks.gpu.fast import image_runs
 from hpsv3_benchmarks.gpu.gpu_bench import main
 from hpsv3_benchmarks.gpu.shapes import REAL_CONFIG, FlopModel
 from hpsv3_benchmarks.gpu.workload import length_sorted
 from hpsv3_serve.batching import PreparedItem
+from hpsv3_serve.engines.fast_engine import image_runs
 from hpsv3_serve.inputs import PreparedImage
 
 REPO = Path(__file__).resolve().parents[1]
