@@ -38,7 +38,7 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 STAGES = ("preprocess", "preprocess_patches", "vision_encoder", "language_model", "reward_head")
 ENSEMBLES = ("hpsv3", "hpsv3_patches")  # encoded image files in; pixels already resized and patched on the client
 TARGETS = ("cpu", "gpu")
-ENGINES = {"cpu": ("onnx",), "gpu": ("tensorrt-vllm", "torch")}  # per target; the first is its default
+TARGET_ENGINES = {"cpu": ("onnx",), "gpu": ("tensorrt-vllm", "torch")}  # per target; the first is its default
 MODELS = {  # per engine: the Triton models of its repository
     "onnx": (*STAGES, *ENSEMBLES),
     "tensorrt-vllm": (*STAGES, *ENSEMBLES),
@@ -110,9 +110,9 @@ def render(target: str, settings: RepositorySettings, out: Path, engine: str | N
     whole), check its graph; returns `out`."""
     if target not in TARGETS:
         raise RepositoryError(f"target {target!r} is unknown; choose from {TARGETS}")
-    engine = engine or ENGINES[target][0]
-    if engine not in ENGINES[target]:
-        raise RepositoryError(f"the {target} target runs {' or '.join(ENGINES[target])}, not {engine!r}")
+    engine = engine or TARGET_ENGINES[target][0]
+    if engine not in TARGET_ENGINES[target]:
+        raise RepositoryError(f"the {target} target runs {' or '.join(TARGET_ENGINES[target])}, not {engine!r}")
     artifacts = Path(settings.artifacts)
     if missing := missing_files(engine, settings):
         if engine == "torch":
@@ -204,7 +204,7 @@ def settings_for_checkpoint(checkpoint: Path, base: Path, **overrides: int | flo
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", choices=TARGETS, default="cpu", help="deployment target")
-    parser.add_argument("--engine", choices=ENGINES["gpu"],
+    parser.add_argument("--engine", choices=TARGET_ENGINES["gpu"],
                         help="gpu: tensorrt-vllm (default: TensorRT plans + vLLM, from --artifacts) or torch (the "
                         "fast torch engine on --checkpoint, no export)")  # fmt: skip
     parser.add_argument("--artifacts", type=Path, help="folder written by `hpsv3 export` (cpu; gpu tensorrt-vllm)")
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     except (HPSv3Error, RepositoryError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"rendered {args.target} repository ({engine or ENGINES[args.target][0]} engine) in {out}")
+    print(f"rendered {args.target} repository ({engine or TARGET_ENGINES[args.target][0]} engine) in {out}")
     return 0
 
 
