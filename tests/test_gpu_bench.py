@@ -38,6 +38,7 @@ def test_self_check_runs_every_phase_and_paths_agree(tmp_path: Path) -> None:
     assert "speedup" in data["summary"] and "targets" not in data["summary"]  # no targets on tiny CPU numbers
     text = (tmp_path / "gpu_bench.txt").read_text()
     assert "parity over 2 items" in text and "fast path (model only)" in text
+    assert "FastEngine" in data["meta"]["fast_engine"]  # the served engine, not a benchmark-only copy
 
 
 def test_flops_per_image_at_real_size_is_about_12_tflop() -> None:

@@ -45,7 +45,7 @@ def test_the_torch_render_has_two_steps_on_the_gpu(tiny: Path, tiny_checkpoint: 
 
 def test_served_torch_engine_reproduces_the_golden_file(torch_server: TritonServer, golden: dict) -> None:
     """Files go to `hpsv3` (preprocess decodes them), PIL images to `hpsv3_patches`: both give the official
-    scores; four requests in flight are batched by the server."""
+    scores, with four requests in flight (the dynamic batcher may put them in one batch)."""
     items = golden["items"] * 2
     files = [IMAGES / item["image"] for item in items]
     pixels = [Image.open(path) for path in files]

@@ -114,6 +114,7 @@ def environment(device: torch.device, profile: Profile, args: argparse.Namespace
         "transformers": transformers.__version__,
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
+        "fast_engine": "hpsv3_serve.engines.fast_engine.FastEngine (served by build.py --engine torch)",
         "fast_options": {"compile": args.compile and cuda, "cuda_graphs": args.cuda_graphs and cuda},
         "peak_shape": f"{profile.peak_size}³ {profile.dtype}",
     }
