@@ -25,8 +25,11 @@ class TritonPythonModel:
             key: value["string_value"] for key, value in json.loads(args["model_config"])["parameters"].items()
         }
         device = parameters["device"]
-        if device == "cuda":  # KIND_GPU: the instance's own card
+        if device == "cuda":  # KIND_GPU: the instance's own card, current in this stub (graph capture uses it)
+            import torch
+
             device = f"cuda:{args['model_instance_device_id']}"
+            torch.cuda.set_device(device)
         self.engine = engines.load(
             "fast",
             checkpoint=parameters["checkpoint"],
