@@ -31,7 +31,7 @@ from tqdm import tqdm
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from hpsv3_serve.errors import HPSv3Error, InputError
-from hpsv3_serve.inputs import ImageInput, describe, prepare_image, read_image_bytes
+from hpsv3_serve.inputs import ImageInput, check_header_pixels, describe, prepare_image, read_image_bytes
 from hpsv3_serve.limits import DEFAULT_LIMITS, InputLimits
 from hpsv3_serve.pixels import image_items, is_array
 from hpsv3_serve.prompt import check_prompt
@@ -80,7 +80,9 @@ def image_inputs(image: ImageInput, limits: InputLimits = DEFAULT_LIMITS) -> tup
                       _tensor_input("GRID_THW", np.array([prepared.grid_thw], np.int64))]  # fmt: skip
     if not isinstance(image, (str, os.PathLike, bytes, bytearray)):
         raise InputError(describe(image), "an image must be a path, URL, bytes, a PIL image or an array")
-    return False, [_tensor_input("IMAGE", np.array([[read_image_bytes(image, limits)]], dtype=np.object_))]
+    data = read_image_bytes(image, limits)
+    check_header_pixels(data, describe(image), limits)
+    return False, [_tensor_input("IMAGE", np.array([[data]], dtype=np.object_))]
 
 
 def _tensor_input(name: str, value: np.ndarray) -> grpcclient.InferInput:
@@ -131,8 +133,9 @@ class HPSv3Client:
     The gRPC channel belongs to the event loop that first uses it; it is (re)created lazily inside a running
     loop, so one client can serve successive `score()` calls.
 
-    `limits` are checked here, before anything is sent: image bytes and pixels, prompt bytes (the prompt's token
-    count is the server's to check: the client holds no tokenizer).
+    `limits` are checked here, before anything is sent: image bytes, pixels (from the file's header, or of the
+    pixels held in memory), prompt bytes; the prompt's token count is the server's to check (the client holds no
+    tokenizer).
     """
 
     def __init__(

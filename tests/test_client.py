@@ -213,4 +213,8 @@ def test_limits_are_checked_before_sending(toy_server: TritonServer, tmp_path: P
     results = client.score([tmp_path / "big.png", b"fine"], ["p", "far too long"])
     assert [r.ok for r in results] == [False, False]
     assert "over the limit of 100" in results[0].error and "--max-prompt-bytes" in results[1].error
+    results = HPSv3Client(toy_server.grpc_url, limits=InputLimits(max_image_pixels=200 * 200)).score(
+        [tmp_path / "big.png"], "p"
+    )
+    assert "--max-image-pixels" in results[0].error  # read from the header, nothing decoded or sent
     assert client.score([b"fine"], "p")[0].ok
