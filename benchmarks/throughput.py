@@ -581,8 +581,7 @@ def endpoint_steps(args: argparse.Namespace, images: list[Path], cleanup: list) 
 
 
 def inprocess_steps(args: argparse.Namespace, images: list[Path], cleanup: list) -> list[Step]:
-    from hpsv3_serve.engines.onnx_engine import BASE_DIR, OnnxEngine
-    from hpsv3_serve.prompt import PromptTokenizer
+    from hpsv3_serve.engines.onnx_engine import BASE_DIR
     from hpsv3_serve.scorer import Scorer
 
     steps = []
@@ -590,17 +589,17 @@ def inprocess_steps(args: argparse.Namespace, images: list[Path], cleanup: list)
     for batch_size in args.batch_sizes:
         scorers = []
         if args.checkpoint.is_file():
-            torch_scorer = Scorer.from_pretrained(args.checkpoint, args.base, batch_size=batch_size)
+            torch_scorer = Scorer.from_pretrained(args.checkpoint, args.base, batch_size=batch_size, backend="torch")
             scorers.append(("in-process Scorer (torch)", torch_scorer))
         if (args.artifacts / "manifest.json").is_file():
-            tokenizer = PromptTokenizer.from_base(args.artifacts / BASE_DIR)
-            scorers.append(
-                ("in-process Scorer (onnxruntime)", Scorer(OnnxEngine(args.artifacts), tokenizer, batch_size))
+            onnx_scorer = Scorer.from_pretrained(
+                base=args.artifacts / BASE_DIR, batch_size=batch_size, backend="onnx", folder=args.artifacts
             )
+            scorers.append(("in-process Scorer (onnxruntime)", onnx_scorer))
         for name, scorer in scorers:
             log(f"warming up {name} at batch {batch_size}")
             scorer.score(*pairs(images, len(images)))
-            cleanup.append(functools.partial(scorer._pool.shutdown, wait=False))
+            cleanup.append(scorer.close)
             measurement = Measurement(name, f"batch {batch_size}")
             steps.append(
                 (measurement, functools.partial(inprocess_round, measurement, scorer, images, args.requests), {})

@@ -2,7 +2,7 @@
 
     .venv-vllm/bin/python benchmarks/vllm_scorer.py --checkpoint C --base B
 
-Exports the vLLM folder (`hpsv3 export --vllm`) into a temporary folder, loads `VllmEngine` (vLLM's
+Exports the vLLM folder (`hpsv3 export --vllm`) into a temporary folder, loads the vllm engine (vLLM's
 pooling runner, fp32, the whole model in vLLM), prints one JSON line `{"ready": true, ...}`, then
 answers the same JSON requests as benchmarks/official_inferencer.py (one per stdin line):
 `{"images", "prompts", "batch_size", "count"}` → `{"seconds", "images_per_s", ...}`, scoring with
@@ -34,8 +34,6 @@ def main() -> None:
     import vllm
 
     from hpsv3_export.vllm_export import export_vllm
-    from hpsv3_serve.engines.vllm_engine import VllmEngine
-    from hpsv3_serve.prompt import PromptTokenizer
     from hpsv3_serve.scorer import Scorer
 
     started = time.perf_counter()
@@ -44,23 +42,24 @@ def main() -> None:
         export_vllm(args.checkpoint, args.base, folder)
         # On CPU vLLM checks that this share of the machine's memory is free at start; the other systems
         # of the benchmark are loaded by then.
-        engine = VllmEngine(folder, "float32", gpu_memory_utilization=0.3)
-        scorer = Scorer(engine, PromptTokenizer.from_base(args.base))
-        versions = {"vllm": vllm.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
-        protocol.write(json.dumps({"ready": True, "load_s": round(time.perf_counter() - started, 1),
-                                   "versions": versions}) + "\n")  # fmt: skip
-        for line in sys.stdin:
-            if not line.strip():
-                continue
-            request = json.loads(line)
-            count, scorer.batch_size = int(request["count"]), int(request["batch_size"])
-            order = [i % len(request["images"]) for i in range(count)]
-            begin = time.perf_counter()
-            results = scorer.score([request["images"][i] for i in order], [request["prompts"][i] for i in order])
-            seconds = time.perf_counter() - begin
-            errors = [r.error for r in results if r.error]
-            protocol.write(json.dumps({"batch_size": scorer.batch_size, "images": count, "seconds": seconds,
-                                       "images_per_s": count / seconds, "errors": errors[:3]}) + "\n")  # fmt: skip
+        with Scorer.from_pretrained(
+            base=args.base, backend="vllm", folder=folder, gpu_memory_utilization=0.3
+        ) as scorer:
+            versions = {"vllm": vllm.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+            protocol.write(json.dumps({"ready": True, "load_s": round(time.perf_counter() - started, 1),
+                                       "versions": versions}) + "\n")  # fmt: skip
+            for line in sys.stdin:
+                if not line.strip():
+                    continue
+                request = json.loads(line)
+                count, scorer.batch_size = int(request["count"]), int(request["batch_size"])
+                order = [i % len(request["images"]) for i in range(count)]
+                begin = time.perf_counter()
+                results = scorer.score([request["images"][i] for i in order], [request["prompts"][i] for i in order])
+                seconds = time.perf_counter() - begin
+                errors = [r.error for r in results if r.error]
+                protocol.write(json.dumps({"batch_size": scorer.batch_size, "images": count, "seconds": seconds,
+                                           "images_per_s": count / seconds, "errors": errors[:3]}) + "\n")  # fmt: skip
 
 
 if __name__ == "__main__":

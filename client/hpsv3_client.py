@@ -31,7 +31,8 @@ from tqdm import tqdm
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from hpsv3_serve.errors import HPSv3Error, InputError
-from hpsv3_serve.inputs import ImageInput, describe, prepare_image, read_image_bytes
+from hpsv3_serve.inputs import ImageInput, check_header_pixels, describe, prepare_image, read_image_bytes
+from hpsv3_serve.limits import DEFAULT_LIMITS, InputLimits
 from hpsv3_serve.pixels import image_items, is_array
 from hpsv3_serve.prompt import check_prompt
 from hpsv3_serve.results import ScoreResult, printable
@@ -68,18 +69,20 @@ def _retryable(exc: InferenceServerException) -> bool:
     return exc.status() == _UNAVAILABLE or _UNLOADING in message or _RECOVERING in message
 
 
-def image_inputs(image: ImageInput) -> tuple[bool, list[grpcclient.InferInput]]:
+def image_inputs(image: ImageInput, limits: InputLimits = DEFAULT_LIMITS) -> tuple[bool, list[grpcclient.InferInput]]:
     """What goes on the wire for one image, and whether it is pixels: images held in memory (numpy arrays, torch
     tensors, PIL images) are resized and patched here exactly as the server's preprocess would (no encoding, no
     decoding) and go to the `_patches` ensemble as PATCHES + GRID_THW; files, URLs and bytes go as they are, as
     IMAGE, for the server to decode. Raises `InputError` naming the input."""
     if is_array(image) or isinstance(image, Image.Image):
-        prepared = prepare_image(image)
+        prepared = prepare_image(image, limits)
         return True, [_tensor_input("PATCHES", prepared.patches[None]),
                       _tensor_input("GRID_THW", np.array([prepared.grid_thw], np.int64))]  # fmt: skip
     if not isinstance(image, (str, os.PathLike, bytes, bytearray)):
         raise InputError(describe(image), "an image must be a path, URL, bytes, a PIL image or an array")
-    return False, [_tensor_input("IMAGE", np.array([[read_image_bytes(image)]], dtype=np.object_))]
+    data = read_image_bytes(image, limits)
+    check_header_pixels(data, describe(image), limits)
+    return False, [_tensor_input("IMAGE", np.array([[data]], dtype=np.object_))]
 
 
 def _tensor_input(name: str, value: np.ndarray) -> grpcclient.InferInput:
@@ -129,6 +132,10 @@ class HPSv3Client:
 
     The gRPC channel belongs to the event loop that first uses it; it is (re)created lazily inside a running
     loop, so one client can serve successive `score()` calls.
+
+    `limits` are checked here, before anything is sent: image bytes, pixels (from the file's header, or of the
+    pixels held in memory), prompt bytes; the prompt's token count is the server's to check (the client holds no
+    tokenizer).
     """
 
     def __init__(
@@ -146,6 +153,7 @@ class HPSv3Client:
         private_key: str | None = None,
         certificate_chain: str | None = None,
         headers: Mapping[str, str] | None = None,
+        limits: InputLimits = DEFAULT_LIMITS,
     ) -> None:
         self.endpoints = [Endpoint(address) for address in split_urls(url)]
         self.url = ",".join(endpoint.url for endpoint in self.endpoints)
@@ -156,6 +164,7 @@ class HPSv3Client:
         self.recover_s = recover_s
         self.backoff_s = backoff_s
         self.headers = dict(headers) if headers else None
+        self.limits = limits
         self._tls = {
             "ssl": ssl,
             "root_certificates": root_certificates,
@@ -328,8 +337,8 @@ class HPSv3Client:
     async def _score_one(self, image: ImageInput, prompt: str) -> ScoreResult:
         result = ScoreResult(image=describe(image), prompt=printable(prompt))
         try:
-            text = check_prompt(prompt).encode("utf-8")
-            pixels, inputs = await asyncio.to_thread(image_inputs, image)
+            text = check_prompt(prompt, self.limits).encode("utf-8")
+            pixels, inputs = await asyncio.to_thread(image_inputs, image, self.limits)
         except InputError as exc:
             result.error = str(exc)
             return result

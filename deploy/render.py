@@ -3,6 +3,7 @@
     python deploy/render.py > deploy/hpsv3.yaml                         # the committed defaults
     python deploy/render.py --image REGISTRY/hpsv3-serve:gpu --replicas 4 --max-replicas 16 \\
         --namespace ml --gpu-product NVIDIA-H100-80GB-HBM3 --storage-class nfs-rwx | kubectl apply -f -
+    python deploy/render.py --engine torch ...       # the fast torch engine: no export, no TensorRT build
 
 Objects (all named --name, labelled app.kubernetes.io/name=--name):
   PersistentVolumeClaim  the model cache (/models/cache), ReadWriteMany: replicas share one export and one
@@ -132,6 +133,7 @@ def _env(args: argparse.Namespace) -> list[dict]:
         {"name": "HPSV3_CHECKPOINT", "value": args.checkpoint},
         {"name": "HPSV3_BASE", "value": args.base},
         *({"name": name, "value": value} for name, value in _revisions(args).items()),
+        {"name": "HPSV3_ENGINE", "value": args.engine},
         {"name": "HPSV3_PRECISION", "value": args.precision},
         {"name": "HF_TOKEN_PATH", "value": f"{HF_TOKEN_DIR}/token"},  # huggingface_hub reads the token there
     ]
@@ -333,7 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--revision", help="HPSV3_REVISION: commit hash (or branch, tag) of the --checkpoint hub repo; pin one so "
         "that every replica serves the same bytes")  # fmt: skip
     add("--base-revision", help="HPSV3_BASE_REVISION: commit hash (or branch, tag) of the --base hub repo")
-    add("--precision", default="bf16", help="HPSV3_PRECISION: vision encoder engine precision")
+    add("--engine", choices=("tensorrt-vllm", "torch"), default="tensorrt-vllm",
+        help="HPSV3_ENGINE: TensorRT + vLLM (built on first start) or the fast torch engine (no build)")  # fmt: skip
+    add("--precision", default="bf16", help="HPSV3_PRECISION: vision encoder engine precision (tensorrt-vllm)")
     add("--scratch-size", default="16Gi", help="sizeLimit of /tmp and of HOME, emptyDirs on the node's disk")
     add("--hf-secret", default="hpsv3-hf", help="Secret whose key `token` is the Hugging Face token (optional)")
     add("--admin-secret", help="Secret whose key `key` is the model-control admin key (default: random per start)")

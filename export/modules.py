@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
 from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb_vision
 
+from hpsv3_serve.engines.qwen2_layers import LayerWeights, reward_rows_layer
 from hpsv3_serve.inputs import IMAGE_MEAN, IMAGE_STD
 from hpsv3_serve.model import HPSv3RewardModel
 
@@ -66,14 +66,17 @@ class VisionEncoder(nn.Module):
 class LanguageTower(nn.Module):
     """inputs_embeds [B,L,H], position_ids [B,L], attention_mask [B,L], reward_index [B] → hidden [B,H].
 
-    Attention is causal, so the score depends on the last layer only through the `<|Reward|>` row:
-    the last layer attends with that one query (keys and values of all tokens) and runs its MLP on
-    that row alone. Same math as the reference, a fraction of its last-layer cost.
+    Rows are right-padded and `reward_index` is each row's last real token (`<|Reward|>`). Attention is causal,
+    so the score depends on the last layer only through that row: the last layer runs there alone
+    (`qwen2_layers.reward_rows_layer`, the fast engine's own code, on the layer's fused weights). Same math as
+    the reference, a fraction of its last-layer cost.
     """
 
     def __init__(self, model: HPSv3RewardModel) -> None:
         super().__init__()
         self.language_model = model.language_model
+        for name, tensor in zip(LayerWeights._fields, LayerWeights.fuse(model.language_model.layers[-1]), strict=True):
+            self.register_buffer(f"last_{name}", tensor.detach(), persistent=False)  # fused once, not per run
 
     def forward(
         self,
@@ -83,6 +86,7 @@ class LanguageTower(nn.Module):
         reward_index: torch.Tensor,
     ) -> torch.Tensor:
         lm = self.language_model
+        config = lm.config
         length = inputs_embeds.shape[1]
         positions = torch.arange(length, device=inputs_embeds.device)
         causal = positions[None, :] <= positions[:, None]
@@ -91,36 +95,9 @@ class LanguageTower(nn.Module):
         hidden = inputs_embeds
         for layer in lm.layers[:-1]:
             hidden = layer(hidden, attention_mask=mask, position_ids=position_ids, position_embeddings=(cos, sin))
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
-        picked = (rows, reward_index)
-        return lm.norm(_reward_row_layer(lm.layers[-1], hidden, mask[rows, :, reward_index], cos, sin, picked))
-
-
-def _reward_row_layer(
-    layer: nn.Module,
-    hidden: torch.Tensor,
-    row_mask: torch.Tensor,
-    cos: torch.Tensor,
-    sin: torch.Tensor,
-    picked: tuple[torch.Tensor, torch.Tensor],
-) -> torch.Tensor:
-    """One Qwen2 decoder layer evaluated only at the rows `picked` (one per sequence) → [B,H].
-
-    `row_mask` [B,1,L] is the attention mask of those rows; keys and values cover all L tokens.
-    """
-    attn = layer.self_attn
-    batch, length, _ = hidden.shape
-    normed = layer.input_layernorm(hidden)
-    query = attn.q_proj(normed[picked]).view(batch, 1, -1, attn.head_dim).transpose(1, 2)
-    key = attn.k_proj(normed).view(batch, length, -1, attn.head_dim).transpose(1, 2)
-    value = attn.v_proj(normed).view(batch, length, -1, attn.head_dim).transpose(1, 2)
-    query, _ = apply_rotary_pos_emb(query, query, cos[picked][:, None], sin[picked][:, None])
-    _, key = apply_rotary_pos_emb(key, key, cos, sin)
-    out = F.scaled_dot_product_attention(
-        query, key, value, attn_mask=row_mask[:, :, None, :], scale=attn.scaling, enable_gqa=True
-    )
-    row = hidden[picked] + attn.o_proj(out.transpose(1, 2).reshape(batch, -1))
-    return row + layer.mlp(layer.post_attention_layernorm(row))
+        last = LayerWeights(*(getattr(self, f"last_{name}") for name in LayerWeights._fields))
+        heads, kv_heads, eps = config.num_attention_heads, config.num_key_value_heads, config.rms_norm_eps
+        return lm.norm(reward_rows_layer(hidden, reward_index, last, cos[:, None], sin[:, None], heads, kv_heads, eps))
 
 
 class RewardHead(nn.Module):

@@ -19,6 +19,7 @@ import torch
 import transformers
 from PIL import Image
 
+from hpsv3_serve import engines
 from hpsv3_serve.batching import PreparedItem, collate
 from hpsv3_serve.checkpoint import BASE_FILES, DTYPES, load_model, source_digest, source_record
 from hpsv3_serve.engines.onnx_engine import (
@@ -29,9 +30,7 @@ from hpsv3_serve.engines.onnx_engine import (
     LANGUAGE_FILE,
     MANIFEST_FILE,
     VISION_FILE,
-    OnnxEngine,
 )
-from hpsv3_serve.engines.torch_engine import TorchEngine
 from hpsv3_serve.errors import HPSv3Error
 from hpsv3_serve.files import write_text_atomic
 from hpsv3_serve.inputs import PATCH_BYTES, prepare_image, vision_position_ids
@@ -113,7 +112,7 @@ def verification_items(tokenizer: PromptTokenizer) -> list[PreparedItem]:
 def verify(model: HPSv3RewardModel, tokenizer: PromptTokenizer, out: Path, tolerance: float) -> dict:
     """Max abs differences per stage and end to end, ONNX Runtime vs the PyTorch reference."""
     items = verification_items(tokenizer)
-    onnx_engine, torch_engine = OnnxEngine(out), TorchEngine(model)
+    onnx_engine, torch_engine = engines.load("onnx", folder=out), engines.load("torch", model=model)
     report: dict[str, float] = {"vision_encoder": 0.0, "language_model": 0.0, "reward_head": 0.0}
     with torch.inference_mode():
         for item in items:

@@ -23,6 +23,7 @@ EPILOG = """examples:
   hpsv3 export --checkpoint C --base B --out onnx/ # ONNX stages + parity report
   hpsv3 export --checkpoint C --base B --vllm vllm/  # a folder `vllm serve` scores faithfully
   hpsv3 score cat.png --backend vllm               # in-process on vLLM (pip install vllm)
+  hpsv3 score cat.png --device cuda --dtype bfloat16   # the fast engine on a GPU (--backend fast)
   hpsv3 bench --endpoint 127.0.0.1:8001 pairs --data HPDv3/test.json   # accuracy, ranking, generators, latency
   hpsv3 train --config training/configs/tiny.yaml  # train / fine-tune on pair JSON (hpsv3 train --help)
   hpsv3 cohp --server 127.0.0.1:8001 --prompt "a red fox"   # better images: generators + img2img, scored
@@ -63,7 +64,6 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     from .errors import HPSv3Error
     from .results import ScoreResult
-    from .scorer import Scorer
 
     pairs: list[tuple[str, str] | str] = [(image, args.prompt) for image in args.images]
     if args.input:
@@ -79,16 +79,12 @@ def cmd_score(args: argparse.Namespace) -> int:
             from hpsv3_client import HPSv3Client
 
             tls = tls_options(args)
-            client = HPSv3Client(args.endpoint, concurrency=args.concurrency, timeout_s=args.timeout, **tls)
-            scored = iter(client.score(images, prompts, progress=True))
-        elif args.backend == "vllm":
-            vllm_scorer = _vllm_scorer(args)
-            stop_engines.callback(vllm_scorer.engine.close)
-            scored = vllm_scorer.iter_score(images, prompts)
-        else:
-            scorer = Scorer.from_pretrained(
-                *_resolve_models(args), args.device, args.dtype, args.batch_size, _limits(args)
+            client = HPSv3Client(
+                args.endpoint, concurrency=args.concurrency, timeout_s=args.timeout, limits=_limits(args), **tls
             )
+            scored = iter(client.score(images, prompts, progress=True))
+        else:
+            scorer = stop_engines.enter_context(_scorer(args))
             scored = scorer.iter_score(images, prompts)
     except HPSv3Error as exc:
         print(f"hpsv3 score: {exc}", file=sys.stderr)
@@ -112,19 +108,28 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _vllm_scorer(args: argparse.Namespace):
-    """In-process scorer on vLLM: the exported folder (made once, cached by content hash) + our inputs."""
-    from hpsv3_export.vllm_export import ensure_vllm_folder
-
-    from .engines.vllm_engine import VllmEngine
-    from .prompt import PromptTokenizer
+def _scorer(args: argparse.Namespace):
+    """The in-process scorer for --backend (default: fast on CUDA, torch on CPU); onnx and vllm run a folder
+    exported once from the checkpoint and cached by content hash."""
+    from .engines import default_backend
     from .qwen_tokenizer import cache_dir
     from .scorer import Scorer
 
     checkpoint, base = _resolve_models(args)
+    backend = args.backend or default_backend(args.device)
     say = lambda text: print(f"hpsv3 score: {text}", file=sys.stderr)  # noqa: E731
-    folder = ensure_vllm_folder(checkpoint, base, cache_dir() / "score-vllm", say)
-    return Scorer(VllmEngine(folder, args.dtype), PromptTokenizer.from_base(base), args.batch_size)
+    options: dict = {"compile_layers": args.compile, "cuda_graphs": args.cuda_graphs}
+    if backend == "onnx":
+        from hpsv3_repository.serve import ensure_artifacts
+
+        options = {"folder": ensure_artifacts(checkpoint, base, cache_dir() / "score-onnx", say)}
+    elif backend == "vllm":
+        from hpsv3_export.vllm_export import ensure_vllm_folder
+
+        options = {"folder": ensure_vllm_folder(checkpoint, base, cache_dir() / "score-vllm", say)}
+    return Scorer.from_pretrained(
+        checkpoint, base, args.device, args.dtype, args.batch_size, _limits(args), backend, **options
+    )
 
 
 def cmd_make_tiny(args: argparse.Namespace) -> int:
@@ -248,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     from hpsv3_repository.allocator import CHOICES as ALLOCATORS
 
     from .checkpoint import DTYPES
+    from .engines import BACKENDS
 
     parser = argparse.ArgumentParser(
         prog="hpsv3",
@@ -272,11 +278,17 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--images-root", type=Path, help="folder for relative paths in --input (default: its folder)")
     _add_model_arguments(score)
     score.add_argument(
-        "--backend", default="torch", choices=["torch", "vllm"],
-        help="in-process engine: torch (the reference) or vllm (exports a vLLM folder once, then vLLM's pooling "
-        "runner; needs vllm installed, the device is vLLM's)",
+        "--backend", choices=BACKENDS,
+        help="in-process engine: torch (the reference), fast (the same weights run lean: fused layers, last layer "
+        "at <|Reward|> only, CUDA graphs), onnx (exports the ONNX stages once, then ONNX Runtime on CPU) or vllm "
+        "(exports a vLLM folder once, then vLLM's pooling runner; needs vllm installed, the device is vLLM's); "
+        "default: fast with --device cuda, else torch",
     )  # fmt: skip
-    score.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (torch backend)")
+    score.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (torch and fast backends)")
+    score.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                       help="fast backend: torch.compile the layers (minutes of warm-up, then faster)")  # fmt: skip
+    score.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=True,
+                       help="fast backend on CUDA: replay the language tower from CUDA graphs")  # fmt: skip
     score.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="weights dtype (rm_head stays fp32)")
     score.add_argument("--batch-size", type=int, default=8, help="pairs per forward pass")
     score.add_argument("--format", default="table", choices=["table", "jsonl"], help="output format")

@@ -144,6 +144,18 @@ def _check_pixels(image: Image.Image, name: str, limits: InputLimits) -> None:
         )
 
 
+def check_header_pixels(data: bytes, name: str, limits: InputLimits = DEFAULT_LIMITS) -> None:
+    """Refuse encoded bytes whose header promises more pixels than `limits` allow, without decoding (a client's
+    check before sending); bytes that are no image header are left to the decoder that receives them."""
+    try:
+        opened = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise ImageSizeError(name, f"{exc} (raise the limit with --max-image-pixels)") from exc
+    except Exception:  # not an image header we read: the server's preprocess gives the reason
+        return
+    _check_pixels(opened, name, limits)
+
+
 def load_image(image: ImageInput, limits: InputLimits = DEFAULT_LIMITS) -> Image.Image:
     """Open a path, bytes, PIL image, http(s) URL, `data:` URL, numpy array or torch tensor (`pixels.py`) and return
     it decoded as RGB (as the official code: `convert("RGB")`; animated images give their first frame). Whatever

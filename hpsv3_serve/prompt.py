@@ -78,8 +78,9 @@ def chat_template() -> str:
     ])  # fmt: skip
 
 
-def check_prompt(prompt: object) -> str:
-    """Return the prompt if it can be scored; empty prompts are allowed (the official scores them).
+def check_prompt(prompt: object, limits: InputLimits | None = None) -> str:
+    """Return the prompt if it can be scored; empty prompts are allowed (the official scores them). With `limits`,
+    also its size in UTF-8 bytes (checked before tokenising: a huge prompt costs nothing).
 
     Text that UTF-8 cannot carry (a lone surrogate such as "\\ud800", which JSON allows) is refused here, on every
     route, with the same reason the server gives for invalid UTF-8 bytes. NULs, bidi and zero-width characters are
@@ -88,12 +89,17 @@ def check_prompt(prompt: object) -> str:
     if not isinstance(prompt, str):
         raise PromptError(reprlib.repr(prompt), f"a prompt must be text, got {type(prompt).__name__}")
     try:
-        prompt.encode("utf-8")
+        size = len(prompt.encode("utf-8"))
     except UnicodeEncodeError as exc:
         raise PromptError(
             repr(prompt[:60]),
             f"not valid UTF-8 (lone surrogate U+{ord(prompt[exc.start]):04X} at character {exc.start})",
         ) from None
+    if limits is not None and size > limits.max_prompt_bytes:
+        raise PromptError(
+            repr(prompt[:60]),
+            f"{size} bytes of UTF-8, over the limit of {limits.max_prompt_bytes} (raise it with --max-prompt-bytes)",
+        )
     for token in FORBIDDEN_IN_PROMPT:
         if token in prompt:
             raise PromptError(
@@ -199,14 +205,7 @@ class PromptTokenizer:
         return ids
 
     def _prompt_ids(self, prompt: str) -> np.ndarray:
-        size = len(check_prompt(prompt).encode("utf-8"))
-        if size > self.limits.max_prompt_bytes:  # before tokenising: a huge prompt costs nothing
-            raise PromptError(
-                repr(prompt[:60]),
-                f"{size} bytes of UTF-8, over the limit of {self.limits.max_prompt_bytes} "
-                "(raise it with --max-prompt-bytes)",
-            )
-        return self._cached(prompt)
+        return self._cached(check_prompt(prompt, self.limits))
 
     def encode(self, prompts: list[str], image_tokens: list[int]) -> list[np.ndarray]:
         """Token ids per item: chat prefix, image pads, prompt text, ending at `<|Reward|>`."""

@@ -6,14 +6,13 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
-import torch
-
+from . import engines
 from .batching import PreparedItem, collate
-from .checkpoint import DEFAULT_BASE, DEFAULT_CHECKPOINT, DTYPES, load_model, resolve_base, resolve_checkpoint
+from .checkpoint import DEFAULT_BASE, DEFAULT_CHECKPOINT, resolve_base, resolve_checkpoint
 from .engines.base import Engine
-from .engines.torch_engine import TorchEngine
-from .errors import InputError, ModelLoadError
+from .errors import InputError
 from .inputs import ImageInput, describe, prepare_image
 from .limits import DEFAULT_LIMITS, InputLimits
 from .pixels import image_items
@@ -22,7 +21,9 @@ from .results import ScoreResult, printable
 
 
 class Scorer:
-    """Preprocesses (threads) and scores (engine) in batches; one bad item never sinks the rest."""
+    """Preprocesses (threads) and scores (engine) in batches; one bad item never sinks the rest.
+
+    `with Scorer.from_pretrained(...) as scorer:` closes the threads and the engine (vLLM's process) at the end."""
 
     def __init__(
         self, engine: Engine, tokenizer: PromptTokenizer, batch_size: int = 8, limits: InputLimits = DEFAULT_LIMITS
@@ -42,16 +43,29 @@ class Scorer:
         dtype: str = "float32",
         batch_size: int = 8,
         limits: InputLimits = DEFAULT_LIMITS,
+        backend: str | None = None,
+        **engine_options: Any,
     ) -> Scorer:
-        """Load from local paths or hub ids (defaults: MizzenAI/HPSv3 on Qwen/Qwen2-VL-7B-Instruct)."""
-        if dtype not in DTYPES:
-            raise ModelLoadError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ModelLoadError(f"--device {device}: torch {torch.__version__} sees no CUDA device; use --device cpu")
+        """Load from local paths or hub ids (defaults: MizzenAI/HPSv3 on Qwen/Qwen2-VL-7B-Instruct) on `backend`
+        (`engines.BACKENDS`; default: fast on CUDA, torch on CPU). `engine_options` go to `engines.load`: the
+        exported `folder` of the onnx and vllm backends, the fast engine's `compile_layers` and `cuda_graphs`."""
         base_dir = resolve_base(os.fspath(base))
-        model = load_model(resolve_checkpoint(os.fspath(checkpoint)), base_dir, DTYPES[dtype], device)
-        tokenizer = PromptTokenizer.from_base(base_dir, limits)
-        return cls(TorchEngine(model, device), tokenizer, batch_size, limits)
+        backend = backend or engines.default_backend(device)
+        if backend not in engines.EXPORTED:
+            engine_options["checkpoint"] = resolve_checkpoint(os.fspath(checkpoint))
+        engine = engines.load(backend, base=base_dir, device=device, dtype=dtype, **engine_options)
+        return cls(engine, PromptTokenizer.from_base(base_dir, limits), batch_size, limits)
+
+    def close(self) -> None:
+        """Stop the preprocessing threads and the engine (vLLM's process, CUDA graphs)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.engine.close()
+
+    def __enter__(self) -> Scorer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def prepare(self, image: ImageInput, prompt: str) -> PreparedItem:
         """Load, resize, patchify and tokenise one pair (raises `InputError` naming the input)."""

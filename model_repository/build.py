@@ -2,23 +2,29 @@
 
     python model_repository/build.py --target cpu --artifacts build/tiny/onnx --out build/repository
     python model_repository/build.py --target gpu --artifacts ARTIFACTS --out REPO   # on the GPU host
+    python model_repository/build.py --target gpu --engine torch --checkpoint C --base B --out REPO
 
-The serving graph is the same on both targets: preprocess → vision_encoder → language_model →
-reward_head, chained by the `hpsv3` ensemble over the same tensors. Each model folder holds a
+The public interface is the same on every target and engine: the `hpsv3` and `hpsv3_patches` ensembles
+(IMAGE or PATCHES + GRID_THW, and PROMPT → MU, SIGMA) behind the same `preprocess`. Each model folder holds a
 `config.pbtxt` template (`${name}` fields filled from `RepositorySettings`) and, for Python models,
-`1/model.py`; a file named `config.<target>.pbtxt` or `1/model.<target>.py` replaces the shared one
-for that target. Targets:
+`1/model.py`; a file named `config.<variant>.pbtxt` or `1/model.<variant>.py` replaces the shared one
+for that engine or target (`VARIANTS`: the engine's name first, then the target's). Targets and engines:
 
 - cpu: every step is a Python-backend model; the ONNX graphs run in ONNX Runtime (the tritonserver
   in nvidia-pytriton has only the Python backend).
-- gpu: vision_encoder and reward_head are `tensorrt_plan` models (`1/model.plan` links to
-  ARTIFACTS/tensorrt/<model>.plan, built from the same ONNX graphs), the language tower runs in vLLM
-  (ARTIFACTS/vllm, written by `hpsv3 export --vllm`) inside a Python model; preprocess stays on CPU.
+- gpu, --engine tensorrt-vllm (the default): vision_encoder and reward_head are `tensorrt_plan` models
+  (`1/model.plan` links to ARTIFACTS/tensorrt/<model>.plan, built from the same ONNX graphs), the language
+  tower runs in vLLM (ARTIFACTS/vllm, written by `hpsv3 export --vllm`) inside a Python model; preprocess stays
+  on CPU. Four steps: preprocess → vision_encoder → language_model → reward_head.
+- gpu, --engine torch: two steps, preprocess → reward_model, a Python model on KIND_GPU running the fast
+  engine (`hpsv3_serve.engines.fast_engine`) on the checkpoint itself: no export, no engine build. With
+  `device="cpu"` the same model runs on KIND_CPU in fp32 (how the tests serve it).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import string
 import sys
@@ -29,17 +35,16 @@ from hpsv3_serve.errors import HPSv3Error
 from hpsv3_serve.limits import DEFAULT_LIMITS
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-MODELS = (
-    "preprocess",
-    "preprocess_patches",
-    "vision_encoder",
-    "language_model",
-    "reward_head",
-    "hpsv3",
-    "hpsv3_patches",
-)
+STAGES = ("preprocess", "preprocess_patches", "vision_encoder", "language_model", "reward_head")
 ENSEMBLES = ("hpsv3", "hpsv3_patches")  # encoded image files in; pixels already resized and patched on the client
 TARGETS = ("cpu", "gpu")
+TARGET_ENGINES = {"cpu": ("onnx",), "gpu": ("tensorrt-vllm", "torch")}  # per target; the first is its default
+MODELS = {  # per engine: the Triton models of its repository
+    "onnx": (*STAGES, *ENSEMBLES),
+    "tensorrt-vllm": (*STAGES, *ENSEMBLES),
+    "torch": ("preprocess", "preprocess_patches", "reward_model", *ENSEMBLES),
+}
+VARIANTS = {"onnx": ("cpu",), "tensorrt-vllm": ("gpu",), "torch": ("torch", "gpu")}  # template variants, in order
 ENGINES_DIR = "tensorrt"  # in the artifacts: <model>.plan for each tensorrt_plan model
 VLLM_DIR = "vllm"  # in the artifacts: the model folder vLLM serves
 GPU_FILES = (f"{ENGINES_DIR}/vision_encoder.plan", f"{ENGINES_DIR}/reward_head.plan", f"{VLLM_DIR}/tower/config.json")
@@ -66,48 +71,70 @@ class RepositorySettings:
     max_prompt_tokens: int = DEFAULT_LIMITS.max_prompt_tokens  # also the language tower's check of direct calls
     max_prompt_bytes: int = DEFAULT_LIMITS.max_prompt_bytes
     max_queue_size: int = 512  # preprocess, the ensemble's entry: beyond it requests are refused (backpressure)
+    checkpoint: str = ""  # --engine torch: the HPSv3 .safetensors the fast engine loads
+    device: str = "cuda"  # --engine torch: cuda (KIND_GPU, one instance per card) or cpu (KIND_CPU, tests)
+    torch_dtype: str = "bfloat16"  # --engine torch: weights dtype (rm_head stays fp32); float32 on cpu
+    torch_compile: bool = False  # --engine torch: torch.compile the layers (minutes of warm-up at load)
+    cuda_graphs: bool = True  # --engine torch: replay the language tower from CUDA graphs (ignored on cpu)
+
+    @property
+    def instance_kind(self) -> str:
+        return "KIND_GPU" if self.device.startswith("cuda") else "KIND_CPU"
 
 
 class RepositoryError(HPSv3Error, ValueError):
     """The artifacts do not hold what the target needs, or the rendered graph does not line up."""
 
 
-def template(model: str, name: str, target: str) -> Path | None:
-    """`name` for `target` (`config.gpu.pbtxt` over `config.pbtxt`), or None when the model has none."""
-    specific = TEMPLATES / model / name.replace(".", f".{target}.", 1)
+def template(model: str, name: str, variants: tuple[str, ...]) -> Path | None:
+    """`name` for the first of `variants` that has one (`config.gpu.pbtxt` over `config.pbtxt`), else the shared
+    one, or None when the model has none."""
+    for variant in variants:
+        specific = TEMPLATES / model / name.replace(".", f".{variant}.", 1)
+        if specific.is_file():
+            return specific
     shared = TEMPLATES / model / name
-    return specific if specific.is_file() else shared if shared.is_file() else None
+    return shared if shared.is_file() else None
 
 
-def missing_files(target: str, artifacts: Path) -> list[str]:
-    """Artifacts the target needs that are not there."""
-    needed = GPU_FILES if target == "gpu" else ()
-    return [name for name in needed if not (artifacts / name).is_file()]
+def missing_files(engine: str, settings: RepositorySettings) -> list[str]:
+    """Files the engine needs that are not there."""
+    if engine == "torch":
+        return [] if Path(settings.checkpoint).is_file() else [f"the checkpoint {settings.checkpoint or '(none)'}"]
+    needed = GPU_FILES if engine == "tensorrt-vllm" else ()
+    return [name for name in needed if not (Path(settings.artifacts) / name).is_file()]
 
 
-def render(target: str, settings: RepositorySettings, out: Path) -> Path:
-    """Write the repository for `target` into `out` (replaced as a whole), check its graph; returns `out`."""
+def render(target: str, settings: RepositorySettings, out: Path, engine: str | None = None) -> Path:
+    """Write the repository for `target` (on `engine`, default the target's first) into `out` (replaced as a
+    whole), check its graph; returns `out`."""
     if target not in TARGETS:
         raise RepositoryError(f"target {target!r} is unknown; choose from {TARGETS}")
+    engine = engine or TARGET_ENGINES[target][0]
+    if engine not in TARGET_ENGINES[target]:
+        raise RepositoryError(f"the {target} target runs {' or '.join(TARGET_ENGINES[target])}, not {engine!r}")
     artifacts = Path(settings.artifacts)
-    if missing := missing_files(target, artifacts):
+    if missing := missing_files(engine, settings):
+        if engine == "torch":
+            raise RepositoryError(f"--engine torch needs {missing[0]}: pass the HPSv3 .safetensors (--checkpoint)")
         raise RepositoryError(
             f"the {target} target needs {', '.join(missing)} in {artifacts}: build the TensorRT engines with "
             f"`python export/tensorrt.py --onnx {artifacts}` and the vLLM folder with "
-            f"`hpsv3 export --vllm {artifacts / VLLM_DIR}` on the GPU host (docs/ARCHITECTURE.md)"
+            f"`hpsv3 export --vllm {artifacts / VLLM_DIR}` on the GPU host (docs/ARCHITECTURE.md), or serve "
+            "the fast torch engine instead: --engine torch"
         )
-    values = {key: str(value) for key, value in asdict(settings).items()}
+    values = {key: str(value) for key, value in asdict(settings).items()} | {"instance_kind": settings.instance_kind}
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    for model in MODELS:
+    for model in MODELS[engine]:
         dest = staging / model
         (dest / "1").mkdir(parents=True)
-        config = string.Template(template(model, "config.pbtxt", target).read_text(encoding="utf-8"))
+        config = string.Template(template(model, "config.pbtxt", VARIANTS[engine]).read_text(encoding="utf-8"))
         text = config.substitute(values)
         (dest / "config.pbtxt").write_text(text, encoding="utf-8")
         if 'platform: "tensorrt_plan"' in text:
             (dest / "1" / "model.plan").symlink_to((artifacts / ENGINES_DIR / f"{model}.plan").resolve())
-        elif code := template(model, "1/model.py", target):
+        elif code := template(model, "1/model.py", VARIANTS[engine]):
             shutil.copy(code, dest / "1" / "model.py")
     check_ensemble(staging)
     shutil.rmtree(out, ignore_errors=True)
@@ -122,8 +149,9 @@ def check_ensemble(repository: Path) -> None:
     from tritonclient.grpc import model_config_pb2
 
     configs = {
-        model: text_format.Parse((repository / model / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
-        for model in MODELS
+        folder.name: text_format.Parse((folder / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+        for folder in sorted(repository.iterdir())
+        if (folder / "config.pbtxt").is_file()
     }
     for name in ENSEMBLES:
         _check_steps(name, configs)
@@ -133,6 +161,8 @@ def _check_steps(name: str, configs: dict) -> None:
     ensemble = configs[name]
     types = {tensor.name: tensor.data_type for tensor in ensemble.input}
     for step in ensemble.ensemble_scheduling.step:
+        if step.model_name not in configs:
+            raise RepositoryError(f"{name}: step {step.model_name} is not a model of this repository")
         model = configs[step.model_name]
         inputs = {tensor.name: tensor.data_type for tensor in model.input}
         for key, tensor in step.input_map.items():
@@ -161,10 +191,25 @@ def settings_for(artifacts: Path, **overrides: int | float | str) -> RepositoryS
     )
 
 
+def settings_for_checkpoint(checkpoint: Path, base: Path, **overrides: int | float | str | bool) -> RepositorySettings:
+    """Settings for --engine torch: the checkpoint itself and its base folder (no export)."""
+    config = json.loads((base / "config.json").read_text(encoding="utf-8"))
+    hidden_size = config.get("text_config", {}).get("hidden_size", config.get("hidden_size"))
+    return RepositorySettings(
+        artifacts="", base=str(base.resolve()), hidden_size=hidden_size, checkpoint=str(checkpoint.resolve()),
+        **overrides,
+    )  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", choices=TARGETS, default="cpu", help="deployment target")
-    parser.add_argument("--artifacts", type=Path, required=True, help="folder written by `hpsv3 export`")
+    parser.add_argument("--engine", choices=TARGET_ENGINES["gpu"],
+                        help="gpu: tensorrt-vllm (default: TensorRT plans + vLLM, from --artifacts) or torch (the "
+                        "fast torch engine on --checkpoint, no export)")  # fmt: skip
+    parser.add_argument("--artifacts", type=Path, help="folder written by `hpsv3 export` (cpu; gpu tensorrt-vllm)")
+    parser.add_argument("--checkpoint", type=Path, help="torch engine: the HPSv3 .safetensors")
+    parser.add_argument("--base", type=Path, help="torch engine: the Qwen2-VL base folder (config + tokenizer)")
     parser.add_argument("--out", type=Path, required=True, help="repository folder to (re)write")
     parser.add_argument("--max-batch-size", type=int, default=16, help="dynamic batching limit of the models")
     parser.add_argument("--preprocess-instances", type=int, default=2, help="CPU instances decoding images")
@@ -174,23 +219,39 @@ def main(argv: list[str] | None = None) -> int:
                         help="gpu: fp8 = vLLM's dynamic FP8 weights for the tower (Hopper+)")  # fmt: skip
     parser.add_argument("--max-num-batched-tokens", type=int, default=16384, help="gpu: vLLM tokens per step")
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.8, help="gpu: vLLM's share of memory")
+    parser.add_argument("--torch-dtype", default="bfloat16", help="torch engine: weights dtype (rm_head stays fp32)")
+    parser.add_argument("--compile", action="store_true", help="torch engine: torch.compile the layers")
+    parser.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
+                        help="torch engine: no CUDA graphs")  # fmt: skip
     args = parser.parse_args(argv)
+    engine = args.engine if args.target == "gpu" else None
     try:
-        settings = settings_for(
-            args.artifacts,
-            max_batch_size=args.max_batch_size,
-            preprocess_instances=args.preprocess_instances,
-            threads=args.threads,
-            vllm_dtype=args.vllm_dtype,
-            vllm_quantization=args.vllm_quantization,
-            max_num_batched_tokens=args.max_num_batched_tokens,
-            gpu_memory_utilization=args.gpu_memory_utilization,
-        )
-        out = render(args.target, settings, args.out)
+        if engine == "torch":
+            if not (args.checkpoint and args.base):
+                raise RepositoryError("--engine torch needs --checkpoint and --base")
+            torch_options = {"torch_dtype": args.torch_dtype, "torch_compile": args.compile}
+            settings = settings_for_checkpoint(
+                args.checkpoint, args.base, max_batch_size=args.max_batch_size,
+                preprocess_instances=args.preprocess_instances, cuda_graphs=args.cuda_graphs, **torch_options,
+            )  # fmt: skip
+        else:
+            if not args.artifacts:
+                raise RepositoryError(f"the {args.target} target needs --artifacts (the folder of `hpsv3 export`)")
+            settings = settings_for(
+                args.artifacts,
+                max_batch_size=args.max_batch_size,
+                preprocess_instances=args.preprocess_instances,
+                threads=args.threads,
+                vllm_dtype=args.vllm_dtype,
+                vllm_quantization=args.vllm_quantization,
+                max_num_batched_tokens=args.max_num_batched_tokens,
+                gpu_memory_utilization=args.gpu_memory_utilization,
+            )
+        out = render(args.target, settings, args.out, engine)
     except (HPSv3Error, RepositoryError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"rendered {args.target} repository in {out}")
+    print(f"rendered {args.target} repository ({engine or TARGET_ENGINES[args.target][0]} engine) in {out}")
     return 0
 
 

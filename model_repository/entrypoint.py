@@ -16,6 +16,9 @@ Each start, under --cache (a volume; replicas sharing it take turns through a lo
   5. --repository              the Triton repository rendered for the target (pod-local, never shared; by
                                default a new private directory, mkdtemp, for each start)
 
+With --engine torch ($HPSV3_ENGINE) the gpu target serves the fast torch engine on the checkpoint itself: steps
+2-4 are skipped (no export, no engine build), only step 1 and 5 run.
+
 then run tritonserver (the image's for gpu, nvidia-pytriton's for cpu) with every model loaded under explicit
 model control, and a watchdog that reloads a Python-backend model whose stub process died (as `hpsv3 serve`
 does; Triton itself would only fail its requests); SIGTERM stops it cleanly. The control APIs (load, unload,
@@ -55,7 +58,7 @@ from hpsv3_serve.errors import HPSv3Error
 
 from .admin import read_admin_key
 from .allocator import CHOICES
-from .build import ENGINES_DIR, TARGETS, VLLM_DIR, render, settings_for
+from .build import ENGINES_DIR, TARGET_ENGINES, TARGETS, VLLM_DIR, render, settings_for, settings_for_checkpoint
 from .serve import serve_forever
 from .server import TritonServer
 
@@ -194,22 +197,39 @@ def prepare(args: argparse.Namespace, report: Say = say) -> Path:
 
     from .serve import ensure_artifacts
 
-    environment = gpu_environment() if args.target == "gpu" else None  # fail before a 17 GB download
+    torch_engine = args.target == "gpu" and args.engine == "torch"
+    if torch_engine:
+        _require_gpu()  # fail before a 17 GB download
+    environment = gpu_environment() if args.target == "gpu" and not torch_engine else None
     args.cache.mkdir(parents=True, exist_ok=True)
     with locked(args.cache / ".lock", report):
         checkpoint = resolve_checkpoint(args.checkpoint, revision=args.revision)
         base = resolve_base(args.base, args.base_revision)
+        args.repository = args.repository or private_repository()  # make_server puts its workdir beside it
+        overrides: dict = {"max_batch_size": args.max_batch_size, "preprocess_instances": args.instances}
+        if torch_engine:
+            settings = settings_for_checkpoint(checkpoint, base, **overrides)
+            repository = render("gpu", settings, args.repository, "torch")
+            report(f"rendered the gpu repository (fast torch engine) in {repository}")
+            return repository
         workdir = args.cache / "serve"
         artifacts = ensure_artifacts(checkpoint, base, workdir, report)
-        overrides: dict = {"max_batch_size": args.max_batch_size, "preprocess_instances": args.instances}
         if environment is not None:
             _link(artifacts / VLLM_DIR, ensure_vllm_folder(checkpoint, base, workdir, report))
             ensure_engines(artifacts, *environment, args, report)
             overrides["gpu_memory_utilization"] = args.gpu_memory_utilization
-        args.repository = args.repository or private_repository()  # make_server puts its workdir beside it
         repository = render(args.target, settings_for(artifacts, **overrides), args.repository)
     report(f"rendered the {args.target} repository in {repository}")
     return repository
+
+
+def _require_gpu() -> None:
+    """The torch engine's only need beyond the image: a visible GPU."""
+    try:
+        require_gpu()
+    except TensorRTUnavailable as exc:
+        raise DeployError(f"--engine torch cannot start here: {exc} (docker run --gpus ..., or request "
+                          "nvidia.com/gpu); or --target cpu to serve with ONNX Runtime on CPU") from None  # fmt: skip
 
 
 def private_repository() -> Path:
@@ -255,6 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=TARGETS,
         default=env("HPSV3_TARGET", "gpu"),
         help="gpu: TensorRT + vLLM (default, $HPSV3_TARGET); cpu: ONNX Runtime, for tests",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=TARGET_ENGINES["gpu"],
+        default=env("HPSV3_ENGINE", "tensorrt-vllm"),
+        help="gpu: tensorrt-vllm (default: TensorRT plans + vLLM, built on first start) or torch (the fast torch "
+        "engine on the checkpoint, no export or build; $HPSV3_ENGINE)",
     )
     parser.add_argument(
         "--cache",

@@ -20,6 +20,7 @@ from hpsv3_client import HPSv3Client, ModelNotReadyError, ServerUnavailableError
 from hpsv3_client.hpsv3_client import image_inputs
 from hpsv3_repository.server import TritonServer, free_port
 from hpsv3_serve.inputs import prepare_image
+from hpsv3_serve.limits import InputLimits
 
 from .conftest import IMAGES, TOY_REPOSITORY
 
@@ -203,3 +204,17 @@ def test_several_endpoints_share_the_load_and_lose_nothing_when_one_dies(toy_ser
         assert asyncio.run(until_back()) > 0, "the restarted endpoint takes requests again"
     finally:
         revived.stop()
+
+
+def test_limits_are_checked_before_sending(toy_server: TritonServer, tmp_path: Path) -> None:
+    """The --endpoint route honours the same input limits as in-process scoring (hpsv3_serve.limits)."""
+    Image.new("RGB", (300, 300)).save(tmp_path / "big.png")
+    client = HPSv3Client(toy_server.grpc_url, limits=InputLimits(max_image_bytes=100, max_prompt_bytes=8))
+    results = client.score([tmp_path / "big.png", b"fine"], ["p", "far too long"])
+    assert [r.ok for r in results] == [False, False]
+    assert "over the limit of 100" in results[0].error and "--max-prompt-bytes" in results[1].error
+    results = HPSv3Client(toy_server.grpc_url, limits=InputLimits(max_image_pixels=200 * 200)).score(
+        [tmp_path / "big.png"], "p"
+    )
+    assert "--max-image-pixels" in results[0].error  # read from the header, nothing decoded or sent
+    assert client.score([b"fine"], "p")[0].ok

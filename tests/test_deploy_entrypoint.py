@@ -136,6 +136,20 @@ def test_gpu_target_refuses_here_and_says_what_is_missing(tmp_path: Path, capsys
     assert not (tmp_path / "serve").exists()  # refused before any download or export
 
 
+def test_torch_engine_renders_from_the_checkpoint_without_export_or_build(
+    tmp_path: Path, tiny: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """$HPSV3_ENGINE=torch: a GPU is all it needs; no ONNX export, no vLLM folder, no TensorRT build."""
+    args = ["--target", "gpu", "--cache", str(tmp_path / "cache"), "--checkpoint", str(tiny_checkpoint),
+            "--base", str(tiny / "base"), "--repository", str(tmp_path / "repository")]  # fmt: skip
+    monkeypatch.setenv("HPSV3_ENGINE", "torch")
+    assert entrypoint.main(args) == 2 and "--engine torch cannot start here" in capsys.readouterr().err
+    monkeypatch.setattr(entrypoint, "require_gpu", lambda: H100)
+    repository = entrypoint.prepare(entrypoint.build_parser().parse_args(args), lambda _: None)
+    assert (repository / "reward_model" / "config.pbtxt").is_file() and not (repository / "vision_encoder").exists()
+    assert not (tmp_path / "cache" / "serve").exists()
+
+
 def test_failed_engine_build_is_reported_and_not_recorded(
     tiny_artifacts: Path, tmp_path: Path, capfd: pytest.CaptureFixture
 ) -> None:

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 from transformers import Qwen2VLConfig
 
-from hpsv3_benchmarks.gpu.fast import image_runs
 from hpsv3_benchmarks.gpu.gpu_bench import main
 from hpsv3_benchmarks.gpu.shapes import REAL_CONFIG, FlopModel
 from hpsv3_benchmarks.gpu.workload import length_sorted
 from hpsv3_serve.batching import PreparedItem
+from hpsv3_serve.engines.fast_engine import image_runs
 from hpsv3_serve.inputs import PreparedImage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,6 +38,7 @@ def test_self_check_runs_every_phase_and_paths_agree(tmp_path: Path) -> None:
     assert "speedup" in data["summary"] and "targets" not in data["summary"]  # no targets on tiny CPU numbers
     text = (tmp_path / "gpu_bench.txt").read_text()
     assert "parity over 2 items" in text and "fast path (model only)" in text
+    assert "FastEngine" in data["meta"]["fast_engine"]  # the served engine, not a benchmark-only copy
 
 
 def test_flops_per_image_at_real_size_is_about_12_tflop() -> None:

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 import transformers
 
-from hpsv3_benchmarks.gpu.fast import LENGTH_BUCKET, FastHPSv3, to_device
 from hpsv3_benchmarks.gpu.measure import Deadline, latencies_ms, matmul_peak, synchronize, timed_throughput
 from hpsv3_benchmarks.gpu.official import official_forward, official_inputs
 from hpsv3_benchmarks.gpu.report import Report, best, render, summarise
@@ -34,7 +33,9 @@ from hpsv3_benchmarks.gpu.workload import (
     official_batch,
     prepare,
 )
+from hpsv3_serve import engines
 from hpsv3_serve.batching import Batch, PreparedItem, collate
+from hpsv3_serve.engines.fast_engine import LENGTH_BUCKET
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ def environment(device: torch.device, profile: Profile, args: argparse.Namespace
         "transformers": transformers.__version__,
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
+        "fast_engine": "hpsv3_serve.engines.fast_engine.FastEngine (served by build.py --engine torch)",
         "fast_options": {"compile": args.compile and cuda, "cuda_graphs": args.cuda_graphs and cuda},
         "peak_shape": f"{profile.peak_size}³ {profile.dtype}",
     }
@@ -128,7 +130,9 @@ class Bench:
         self.dtype = getattr(torch, profile.dtype)
         self.model = build_model(profile.size, str(device), self.dtype)
         options = report.data["meta"]["fast_options"]
-        self.fast = FastHPSv3(self.model, compile_layers=options["compile"], cuda_graphs=options["cuda_graphs"])
+        self.fast = engines.load(
+            "fast", model=self.model, compile_layers=options["compile"], cuda_graphs=options["cuda_graphs"]
+        )
         self.flops = FlopModel(self.model.config)
         self.preprocessing = f"in {workers} worker process{'es' if workers != 1 else ''}"
 
@@ -136,30 +140,17 @@ class Bench:
         return sum(self.flops.image(len(item.image.patches), len(item.input_ids)) for item in items)
 
     def run_fast(self, batch: Batch) -> torch.Tensor:
-        """The fast path; a failure of torch.compile or graph capture on an unseen stack falls back a step."""
-        while True:
-            try:
-                return self.fast(to_device(batch, self.device))
-            except torch.OutOfMemoryError:
-                raise
-            except Exception as exc:
-                self.fall_back(exc)
+        """The served engine on a batch; when it drops torch.compile or CUDA graphs (an unseen stack), the report
+        says so."""
+        seen = len(self.fast.fallbacks)
+        scores = self.fast.forward(batch)
+        for message in self.fast.fallbacks[seen:]:
+            self.report.data["meta"]["fast_options"] = self.fast.options
+            self.report.append("errors", f"fast engine {message}")
+        return scores
 
     def run_official(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return official_forward(self.model, inputs, self.device)
-
-    def fall_back(self, exc: Exception) -> None:
-        """Drop torch.compile, then CUDA graphs, after a failure in the fast path (recorded in the report)."""
-        options = self.report.data["meta"]["fast_options"]
-        if options["compile"]:
-            self.fast.layer_fn, options["compile"] = self.fast.eager_layer, False
-            self.fast.qkv_fn, self.fast.out_fn = self.fast.eager_vision
-        elif self.fast.cuda_graphs:
-            self.fast.cuda_graphs, options["cuda_graphs"] = False, False
-        else:
-            raise exc
-        self.fast.graphs.clear()
-        self.report.append("errors", f"fast path fell back to {options} after {type(exc).__name__}: {exc}"[:500])
 
     def parity(self, items: list[PreparedItem]) -> None:
         """Both paths (and the project's reference forward) on the same mixed-size batch."""

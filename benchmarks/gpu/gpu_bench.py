@@ -1,4 +1,7 @@
-"""Benchmark a real-size HPSv3 on one GPU: the official-style forward against this project's fast path.
+"""Benchmark a real-size HPSv3 on one GPU: the official-style forward against the served fast engine.
+
+The fast path is `hpsv3_serve.engines.fast_engine.FastEngine`, built by `engines.load("fast", ...)`: what
+`hpsv3 score --device cuda` runs and what the GPU target's `--engine torch` serves inside Triton.
 
 One run, on one card: a bf16 matmul peak, a parity check of the two paths, images/s and achieved
 TFLOP/s per batch size for each path, batch-1 latency, and an end-to-end stream from JPEG bytes with

@@ -80,7 +80,7 @@ def render(data: dict) -> str:
     lines = [
         f"HPSv3 GPU benchmark ({'CPU self-check, tiny shapes' if meta.get('self_check') else meta.get('size')})",
         f"device: {meta.get('device_name')}  torch {meta.get('torch')}  transformers {meta.get('transformers')}"
-        f"  dtype {meta.get('dtype')}  fast path: {meta.get('fast_options')}",
+        f"  dtype {meta.get('dtype')}  fast path: {meta.get('fast_engine')} {meta.get('fast_options')}",
     ]
     if "peak_tflops" in data:
         lines.append(f"measured matmul peak: {data['peak_tflops']:.4g} TFLOP/s ({meta.get('peak_shape')})")

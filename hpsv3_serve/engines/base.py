@@ -10,10 +10,15 @@ from ..batching import Batch
 
 
 class Engine(Protocol):
-    """Scores prepared batches. Implementations: torch (reference); later onnxruntime, vllm, triton."""
+    """Scores prepared batches. Implementations: torch (reference), fast (torch, lean), onnxruntime, vllm;
+    `engines.load` builds each."""
 
     name: str
 
     def score(self, batch: Batch) -> np.ndarray:
         """float32 `[B, 2]`: mu and log_sigma for each item of the batch."""
+        ...
+
+    def close(self) -> None:
+        """Release what the engine holds beyond memory (processes, threads, graphs); a no-op where nothing."""
         ...

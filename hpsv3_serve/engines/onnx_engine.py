@@ -138,3 +138,6 @@ class OnnxEngine:
             sequences.append(self.language.embed(ids, image))
         mu, sigma = self.head(self.language(sequences))
         return np.stack([mu, np.log(sigma)], axis=1).astype(np.float32)
+
+    def close(self) -> None:
+        """Nothing to release beyond memory (the sessions go with the engine)."""

@@ -31,3 +31,6 @@ class TorchEngine:
             image_grid_thw=tensor(batch.image_grid_thw),
         )
         return rewards.float().cpu().numpy()
+
+    def close(self) -> None:
+        """Nothing to release beyond memory."""

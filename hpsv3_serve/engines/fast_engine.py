@@ -1,9 +1,10 @@
-"""This project's fastest torch path: the weights of an `HPSv3RewardModel`, run the lean way.
+"""The fast torch engine (`--backend fast`, what `--device cuda` uses): an `HPSv3RewardModel`'s weights, run lean.
 
 - Vision: patches travel as uint8 and are normalised on the device; attention stays within each image,
   one batched SDPA call (flash on the GPU) per run of equal-size images, never a batch-wide mask.
 - Language: sequences end at `<|Reward|>` and are right-padded, so plain causal attention (no mask) is
-  exact for every real token; fused QKV and gate/up matrices; the last layer runs only the reward rows.
+  exact for every real token; fused QKV and gate/up matrices; the last layer runs only the reward rows
+  (`qwen2_layers`, the same code the ONNX export traces).
 - Optional `torch.compile` of the decoder layer and CUDA graphs of the whole language tower per
   (batch, padded length) shape. No host syncs: the CPU runs ahead while the GPU works.
 """
@@ -20,10 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
 
-from hpsv3_serve.batching import Batch
-from hpsv3_serve.inputs import NORMALISED, TEMPORAL_PATCH_SIZE, vision_position_ids
-from hpsv3_serve.model import HPSv3RewardModel
-from hpsv3_serve.prompt import IMAGE_PAD_TOKEN_ID, PAD_TOKEN_ID
+from ..batching import Batch
+from ..inputs import NORMALISED, TEMPORAL_PATCH_SIZE, vision_position_ids
+from ..model import HPSv3RewardModel
+from ..prompt import IMAGE_PAD_TOKEN_ID, PAD_TOKEN_ID
+from .qwen2_layers import LayerWeights, decoder_layer, reward_rows_layer, rms_norm, rotate
 
 LENGTH_BUCKET = 32  # sequences are padded to a multiple of this: few shapes to capture (780–870 → 4)
 
@@ -74,92 +76,22 @@ def to_device(batch: Batch, device: torch.device, bucket: int = LENGTH_BUCKET) -
     )
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """Qwen2RMSNorm: in float32, then back to the input dtype before the weight."""
-    h = x.float()
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * h.to(x.dtype)
-
-
-def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """RoPE with the half-rotation layout Qwen2 uses."""
-    half = x.shape[-1] // 2
-    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
-
-
-class LayerWeights(NamedTuple):
-    """One decoder layer's weights, QKV and gate/up fused (a tuple of tensors: one compiled graph serves all
-    layers)."""
-
-    ln1: torch.Tensor
-    qkv: torch.Tensor
-    qkv_bias: torch.Tensor
-    out: torch.Tensor
-    ln2: torch.Tensor
-    gate_up: torch.Tensor
-    down: torch.Tensor
-
-    @classmethod
-    def fuse(cls, layer: nn.Module) -> LayerWeights:
-        attn, mlp = layer.self_attn, layer.mlp
-        return cls(
-            ln1=layer.input_layernorm.weight,
-            qkv=torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]),
-            qkv_bias=torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]),
-            out=attn.o_proj.weight,
-            ln2=layer.post_attention_layernorm.weight,
-            gate_up=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]),
-            down=mlp.down_proj.weight,
-        )
-
-
-def attention_inputs(
-    x: torch.Tensor, w: LayerWeights, cos: torch.Tensor, sin: torch.Tensor, heads: int, kv_heads: int, eps: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Norm, fused QKV and RoPE: q, k, v `[B, heads, L, d]` (KV heads repeated: every SDPA backend takes it)."""
-    rows, length, hidden = x.shape
-    head_dim = hidden // heads
-    qkv = F.linear(rms_norm(x, w.ln1, eps), w.qkv, w.qkv_bias).view(rows, length, heads + 2 * kv_heads, head_dim)
-    q, k, v = qkv.transpose(1, 2).split([heads, kv_heads, kv_heads], dim=1)
-    k, v = (t.repeat_interleave(heads // kv_heads, dim=1) for t in (rotate(k, cos, sin), v))
-    return rotate(q, cos, sin), k, v
-
-
-def mlp(x: torch.Tensor, w: LayerWeights, eps: float) -> torch.Tensor:
-    """x + SwiGLU(norm(x)) with the fused gate/up matrix."""
-    gate, up = F.linear(rms_norm(x, w.ln2, eps), w.gate_up).chunk(2, dim=-1)
-    return x + F.linear(F.silu(gate) * up, w.down)
-
-
-def decoder_layer(
-    x: torch.Tensor, w: LayerWeights, cos: torch.Tensor, sin: torch.Tensor, heads: int, kv_heads: int, eps: float
-) -> torch.Tensor:
-    """A Qwen2 decoder layer over right-padded rows with causal attention only."""
-    rows, length, hidden = x.shape
-    q, k, v = attention_inputs(x, w, cos, sin, heads, kv_heads, eps)
-    attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    x = x + F.linear(attended.transpose(1, 2).reshape(rows, length, hidden), w.out)
-    return mlp(x, w, eps)
-
-
-def last_layer(
-    x: torch.Tensor,
-    reward_index: torch.Tensor,
-    w: LayerWeights,
-    cos: torch.Tensor,
-    sin: torch.Tensor,
-    heads: int,
-    kv_heads: int,
-    eps: float,
-) -> torch.Tensor:
-    """The last decoder layer for the `<|Reward|>` rows only: `[B, hidden]`."""
-    rows, length, hidden = x.shape
-    q, k, v = attention_inputs(x, w, cos, sin, heads, kv_heads, eps)
-    pick = reward_index.view(rows, 1, 1, 1).expand(rows, heads, 1, q.shape[-1])
-    visible = torch.arange(length, device=x.device).view(1, 1, 1, length) <= reward_index.view(rows, 1, 1, 1)
-    attended = F.scaled_dot_product_attention(q.gather(2, pick), k, v, attn_mask=visible)
-    reward_rows = x[torch.arange(rows, device=x.device), reward_index]
-    return mlp(reward_rows + F.linear(attended.reshape(rows, hidden), w.out), w, eps)
+def share_fused(layer: nn.Module, w: LayerWeights) -> None:
+    """Point the layer's own q/k/v and gate/up weights at views of the fused tensors: the weights stay in memory
+    once, and the model's modules (the reference forward) still run."""
+    attn, mlp = layer.self_attn, layer.mlp
+    groups = (
+        ((attn.q_proj, attn.k_proj, attn.v_proj), w.qkv, w.qkv_bias),
+        ((mlp.gate_proj, mlp.up_proj), w.gate_up, None),
+    )
+    for modules, weight, bias in groups:
+        start = 0
+        for module in modules:
+            rows = module.weight.shape[0]
+            module.weight.data = weight[start : start + rows]
+            if bias is not None:
+                module.bias.data = bias[start : start + rows]
+            start += rows
 
 
 class BlockWeights(NamedTuple):
@@ -217,7 +149,10 @@ class FastHPSv3:
         self.device = model.language_model.embed_tokens.weight.device
         text = model.language_model.config
         self.heads, self.kv_heads, self.eps = text.num_attention_heads, text.num_key_value_heads, text.rms_norm_eps
-        self.layers = [LayerWeights.fuse(layer) for layer in model.language_model.layers]
+        with torch.no_grad():
+            self.layers = [LayerWeights.fuse(layer) for layer in model.language_model.layers]
+            for layer, weights in zip(model.language_model.layers, self.layers, strict=True):
+                share_fused(layer, weights)
         heads, kv_heads, eps = self.heads, self.kv_heads, self.eps
 
         def layer(x: torch.Tensor, w: LayerWeights, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -273,7 +208,7 @@ class FastHPSv3:
         x = embeds
         for weights in self.layers[:-1]:
             x = self.layer_fn(x, weights, cos, sin)
-        x = last_layer(x, reward_index, self.layers[-1], cos, sin, self.heads, self.kv_heads, self.eps)
+        x = reward_rows_layer(x, reward_index, self.layers[-1], cos, sin, self.heads, self.kv_heads, self.eps)
         norm = self.model.language_model.norm
         return self.model.rm_head(rms_norm(x, norm.weight, self.eps).float())
 
@@ -306,3 +241,49 @@ class FastHPSv3:
         embeds = embeds.view(-1, embeds.shape[-1]).index_copy(0, batch.image_slots, image_embeds).view_as(embeds)
         language = self.graphed_language if self.cuda_graphs else self.language
         return language(embeds, batch.reward_index)
+
+
+class FastEngine:
+    """`Engine` on `FastHPSv3`. A failure of torch.compile or of graph capture on an unseen stack drops that
+    option and runs the batch again (each drop is kept in `fallbacks`); out-of-memory is raised as is."""
+
+    name = "fast"
+
+    def __init__(self, model: HPSv3RewardModel, compile_layers: bool = False, cuda_graphs: bool = False) -> None:
+        self.fast = FastHPSv3(model.eval(), compile_layers=compile_layers, cuda_graphs=cuda_graphs)
+        self.compiled = compile_layers
+        self.fallbacks: list[str] = []
+
+    @property
+    def options(self) -> dict[str, bool]:
+        """What runs now: torch.compile and CUDA graphs, each on or off."""
+        return {"compile": self.compiled, "cuda_graphs": self.fast.cuda_graphs}
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """`[B, 2]` float32 mu and log_sigma, left on the device (no host sync)."""
+        while True:
+            try:
+                return self.fast(to_device(batch, self.fast.device))
+            except torch.OutOfMemoryError:
+                raise
+            except Exception as exc:
+                self._fall_back(exc)
+
+    def score(self, batch: Batch) -> np.ndarray:
+        return self.forward(batch).float().cpu().numpy()
+
+    def close(self) -> None:
+        """Drop the captured graphs (their memory pool goes with them)."""
+        self.fast.graphs.clear()
+
+    def _fall_back(self, exc: Exception) -> None:
+        """Drop torch.compile, then CUDA graphs; with neither left, the error is the caller's."""
+        fast = self.fast
+        if self.compiled:
+            fast.layer_fn, (fast.qkv_fn, fast.out_fn), self.compiled = fast.eager_layer, fast.eager_vision, False
+        elif fast.cuda_graphs:
+            fast.cuda_graphs = False
+        else:
+            raise exc
+        fast.graphs.clear()
+        self.fallbacks.append(f"fell back to {self.options} after {type(exc).__name__}: {exc}"[:500])
