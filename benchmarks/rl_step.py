@@ -284,11 +284,12 @@ def in_process_scorer(args: argparse.Namespace) -> tuple[object, str]:
 
     checkpoint, base, artifacts = model_files(args)
     if artifacts is not None and (artifacts / "manifest.json").is_file():
-        from hpsv3_serve.engines.onnx_engine import BASE_DIR, OnnxEngine
-        from hpsv3_serve.prompt import PromptTokenizer
+        from hpsv3_serve.engines.onnx_engine import BASE_DIR
 
-        tokenizer = PromptTokenizer.from_base(artifacts / BASE_DIR)
-        return Scorer(OnnxEngine(artifacts), tokenizer, args.scorer_batch_size), "onnxruntime"
+        onnx = Scorer.from_pretrained(
+            base=artifacts / BASE_DIR, batch_size=args.scorer_batch_size, backend="onnx", folder=artifacts
+        )
+        return onnx, "onnxruntime"
     return Scorer.from_pretrained(checkpoint, base, batch_size=args.scorer_batch_size), "torch"
 
 
