@@ -169,8 +169,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from hpsv3_repository.admin import read_admin_key
+    from hpsv3_repository.launcher import GrpcTls
     from hpsv3_repository.serve import ServeOptions, default_workdir, prepare_server, serve_forever
-    from hpsv3_repository.server import GrpcTls
 
     from .errors import HPSv3Error
 

@@ -56,8 +56,8 @@ from hpsv3_serve.errors import HPSv3Error
 from .admin import read_admin_key
 from .allocator import CHOICES
 from .build import ENGINES_DIR, TARGETS, VLLM_DIR, render, settings_for
+from .launcher import TritonServer
 from .serve import serve_forever
-from .server import TritonServer
 
 DEFAULT_CACHE = "/models/cache"
 ENGINES = ("vision_encoder", "reward_head")

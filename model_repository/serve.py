@@ -20,7 +20,7 @@ from hpsv3_serve.errors import ModelLoadError
 from hpsv3_serve.limits import DEFAULT_LIMITS, InputLimits
 
 from .build import render, settings_for
-from .server import GrpcTls, TritonServer
+from .launcher import GrpcTls, TritonServer
 from .supervisor import StubWatchdog
 
 

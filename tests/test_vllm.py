@@ -29,7 +29,7 @@ pytest.importorskip("vllm", reason="vLLM runs in .venv-vllm; `make test` runs th
 import torch
 
 from hpsv3_export.vllm_export import export_vllm
-from hpsv3_repository.server import free_port
+from hpsv3_repository.launcher import free_port
 from hpsv3_serve.batching import collate
 from hpsv3_serve.checkpoint import load_model
 from hpsv3_serve.engines.vllm_engine import VllmEngine
