@@ -106,7 +106,8 @@ def gpu_environment() -> tuple[str, Gpu]:
     if problems:
         raise DeployError(
             "the gpu target cannot start here: " + "; ".join(problems) + ". Use the image built from "
-            "docker/Dockerfile (README, GPU deployment), or --target cpu to serve with ONNX Runtime on CPU."
+            "the repository's Dockerfile (docker build .; README, GPU deployment), or --target cpu to serve with "
+            "ONNX Runtime on CPU."
         )
     return version, gpu
 
@@ -241,7 +242,7 @@ def tritonserver_binary() -> str:
     """The image's tritonserver (gpu target)."""
     binary = shutil.which("tritonserver")
     if binary is None:
-        raise DeployError("tritonserver is not on PATH: run this in the image built from docker/Dockerfile")
+        raise DeployError("tritonserver is not on PATH: run this in the image of the repository's Dockerfile")
     return binary
 
 
@@ -350,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.tensorrt_requirement:  # used by docker/Dockerfile
+        if args.tensorrt_requirement:  # used by the Dockerfile
             print(tensorrt_requirement())
             return 0
         repository = prepare(args)

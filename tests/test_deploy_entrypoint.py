@@ -129,7 +129,7 @@ def test_gpu_target_refuses_here_and_says_what_is_missing(tmp_path: Path, capsys
         "TensorRT is not installed",
         "vLLM is not installed",
         "NVIDIA GPU",
-        "docker/Dockerfile",
+        "Dockerfile (docker build .",
         "--target cpu",
     ):
         assert needed in error
