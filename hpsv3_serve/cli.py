@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .client_tls import TlsConfigError, add_tls_arguments, tls_options
+from .defaults import DEFAULT_BATCH_SIZE
 from .limits import DEFAULT_LIMITS, InputLimits
 from .network import is_loopback
 from .results import format_table
@@ -116,9 +117,9 @@ def _vllm_scorer(args: argparse.Namespace):
     """In-process scorer on vLLM: the exported folder (made once, cached by content hash) + our inputs."""
     from hpsv3_export.vllm_export import ensure_vllm_folder
 
+    from .defaults import cache_dir
     from .engines.vllm_engine import VllmEngine
     from .prompt import PromptTokenizer
-    from .qwen_tokenizer import cache_dir
     from .scorer import Scorer
 
     checkpoint, base = _resolve_models(args)
@@ -278,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     score.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (torch backend)")
     score.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="weights dtype (rm_head stays fp32)")
-    score.add_argument("--batch-size", type=int, default=8, help="pairs per forward pass")
+    score.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="pairs per forward pass")
     score.add_argument("--format", default="table", choices=["table", "jsonl"], help="output format")
     score.add_argument("--endpoint", metavar="HOST:PORT[,HOST:PORT...]",
                        help="score on served endpoint(s) instead of in-process; several share the load and "
@@ -334,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--instances", type=int, default=2, help="preprocessing instances (CPU decode/resize)")
     serve.add_argument("--max-queue", type=int, default=512,
                        help="most requests waiting; more are refused at once (clients retry)")  # fmt: skip
-    serve.add_argument("--workdir", type=Path, help="artifacts, repository, log (default ~/.cache/hpsv3_serve/serve)")
+    serve.add_argument("--workdir", type=Path, help="artifacts, repository, log (default $HPSV3_CACHE_DIR/serve, "
+                       "or ~/.cache/hpsv3_serve/serve)")  # fmt: skip
     serve.add_argument("--allocator", choices=ALLOCATORS, default="auto",
                        help="malloc preloaded into tritonserver (its stubs keep glibc's): auto = tcmalloc when "
                        "installed (apt-get install libtcmalloc-minimal4), which keeps its memory flat under "

@@ -25,6 +25,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from hpsv3_serve.defaults import DEFAULT_MAX_BATCH_SIZE
 from hpsv3_serve.errors import HPSv3Error
 from hpsv3_serve.limits import DEFAULT_LIMITS
 
@@ -52,7 +53,7 @@ class RepositorySettings:
     artifacts: str
     base: str
     hidden_size: int
-    max_batch_size: int = 16
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     preprocess_instances: int = 2
     vision_instances: int = 1
     queue_delay_us: int = 2000
@@ -166,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", choices=TARGETS, default="cpu", help="deployment target")
     parser.add_argument("--artifacts", type=Path, required=True, help="folder written by `hpsv3 export`")
     parser.add_argument("--out", type=Path, required=True, help="repository folder to (re)write")
-    parser.add_argument("--max-batch-size", type=int, default=16, help="dynamic batching limit of the models")
+    parser.add_argument(
+        "--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE, help="dynamic batching limit of the models"
+    )
     parser.add_argument("--preprocess-instances", type=int, default=2, help="CPU instances decoding images")
     parser.add_argument("--threads", type=int, default=0, help="cpu: ONNX Runtime threads per session (0: all)")
     parser.add_argument("--vllm-dtype", default="bfloat16", help="gpu: dtype of the language tower in vLLM")

@@ -51,6 +51,7 @@ from hpsv3_export.tensorrt_host import (
     require_tensorrt,
 )
 from hpsv3_serve.checkpoint import DEFAULT_BASE, DEFAULT_CHECKPOINT, resolve_base, resolve_checkpoint
+from hpsv3_serve.defaults import DEFAULT_MAX_BATCH_SIZE, cache_dir
 from hpsv3_serve.errors import HPSv3Error
 
 from .admin import read_admin_key
@@ -59,7 +60,6 @@ from .build import ENGINES_DIR, TARGETS, VLLM_DIR, render, settings_for
 from .launcher import TritonServer
 from .serve import serve_forever
 
-DEFAULT_CACHE = "/models/cache"
 ENGINES = ("vision_encoder", "reward_head")
 LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/local/tensorrt/lib")
 Say = Callable[[str], None]
@@ -260,8 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cache",
         type=Path,
-        default=Path(env("HPSV3_CACHE_DIR", DEFAULT_CACHE)),
-        help="volume for exports and engines ($HPSV3_CACHE_DIR, default %(default)s)",
+        default=cache_dir(),
+        help="volume for exports and engines (default: $HPSV3_CACHE_DIR, which the image sets to /models/cache, "
+        "else ~/.cache/hpsv3_serve)",
     )
     parser.add_argument(
         "--checkpoint",
@@ -296,7 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=env("HPSV3_PRECISION", "bf16"),
         help="vision encoder engine precision ($HPSV3_PRECISION); the head stays fp32",
     )
-    parser.add_argument("--max-batch-size", type=int, default=16, help="dynamic batching limit (engines and repo)")
+    parser.add_argument(
+        "--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE, help="dynamic batching limit (engines and repo)"
+    )
     parser.add_argument(
         "--calibration-images",
         type=Path,

@@ -103,7 +103,7 @@ def test_score_backend_vllm_cli_reproduces_golden(tiny: Path, tiny_checkpoint: P
     pairs.write_text("\n".join(lines) + "\n")
     command = [str(Path(sys.executable).parent / "hpsv3"), "score", "--backend", "vllm", "--input", str(pairs),
                "--checkpoint", str(tiny_checkpoint), "--base", str(tiny / "base"), "--format", "jsonl"]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HPSV3_CACHE": str(tmp_path)})
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HPSV3_CACHE_DIR": str(tmp_path)})
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     for row, item in zip(rows, golden["items"], strict=True):
