@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .client_tls import TlsConfigError, add_tls_arguments, tls_options
-from .defaults import DEFAULT_BATCH_SIZE
+from .defaults import DEFAULT_BASE, DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT, DTYPE_NAMES
 from .limits import DEFAULT_LIMITS, InputLimits
 from .network import is_loopback
 from .results import format_table
@@ -64,7 +64,6 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     from .errors import HPSv3Error
     from .results import ScoreResult
-    from .scorer import Scorer
 
     pairs: list[tuple[str, str] | str] = [(image, args.prompt) for image in args.images]
     if args.input:
@@ -87,6 +86,8 @@ def cmd_score(args: argparse.Namespace) -> int:
             stop_engines.callback(vllm_scorer.engine.close)
             scored = vllm_scorer.iter_score(images, prompts)
         else:
+            from .scorer import Scorer  # torch: only for in-process scoring
+
             scorer = Scorer.from_pretrained(
                 *_resolve_models(args), args.device, args.dtype, args.batch_size, _limits(args)
             )
@@ -214,8 +215,6 @@ def cmd_demo_ui(args: argparse.Namespace) -> int:
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    from .checkpoint import DEFAULT_BASE, DEFAULT_CHECKPOINT
-
     parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="HPSv3 .safetensors file, folder or hub id")
     parser.add_argument("--base", default=DEFAULT_BASE, help="Qwen2-VL folder or hub id (config + tokenizer only)")
     parser.add_argument("--revision", help="commit hash, branch or tag of a --checkpoint hub id (none: its main "
@@ -248,8 +247,6 @@ def _limits(args: argparse.Namespace) -> InputLimits:
 def build_parser() -> argparse.ArgumentParser:
     from hpsv3_repository.allocator import CHOICES as ALLOCATORS
 
-    from .checkpoint import DTYPES
-
     parser = argparse.ArgumentParser(
         prog="hpsv3",
         description="HPSv3 human preference scores: exact official scores, served fast.",
@@ -278,7 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
         "runner; needs vllm installed, the device is vLLM's)",
     )  # fmt: skip
     score.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (torch backend)")
-    score.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="weights dtype (rm_head stays fp32)")
+    score.add_argument(
+        "--dtype", default="float32", choices=sorted(DTYPE_NAMES), help="weights dtype (rm_head stays fp32)"
+    )
     score.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="pairs per forward pass")
     score.add_argument("--format", default="table", choices=["table", "jsonl"], help="output format")
     score.add_argument("--endpoint", metavar="HOST:PORT[,HOST:PORT...]",
