@@ -24,9 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hpsv3_serve.inputs import ImageInput
+from hpsv3_serve.inputs import IMAGE_SUFFIXES, ImageInput
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
 LIST_FORMATS = ("hpdv2", "imagereward")
 PAIR_FORMATS = ("hpdv3", "hpdv2-pairs", "pickapic", *LIST_FORMATS)
 SIGNATURES = {  # format → the fields that identify it, in the order formats are tried

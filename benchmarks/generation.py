@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hpsv3_serve.inputs import IMAGE_SUFFIXES
+
 from .cache import ScoreCache
 from .charts import category_bars
-from .formats import IMAGE_SUFFIXES, DataError, ImageRef
+from .formats import DataError, ImageRef
 from .metrics import overall_stats, score_stats
 from .report import Report, exclusions, number, table
 from .scoring import FIRST, Endpoint, score_items

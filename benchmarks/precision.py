@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from hpsv3_benchmarks.report import Report, number, percent, table
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+from hpsv3_serve.defaults import DEFAULT_BATCH_SIZE
+from hpsv3_serve.inputs import IMAGE_SUFFIXES
 
 
 def order_agreement(reference: np.ndarray, other: np.ndarray, groups: list[str]) -> tuple[int, int]:
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="in-process torch dtypes; the first is the reference (default float32,bfloat16)",
     )
     parser.add_argument("--device", default="cpu", help="torch device of the in-process scorers (cpu, cuda)")
-    parser.add_argument("--batch-size", type=int, default=8, help="in-process batch size")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="in-process batch size")
     parser.add_argument("--endpoint", action="append", default=[], help="also a served model HOST:PORT (repeat)")
     parser.add_argument("--output", type=Path, default=Path("precision"), help="report folder")
     return parser

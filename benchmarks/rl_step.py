@@ -207,7 +207,7 @@ def model_files(args: argparse.Namespace) -> tuple[Path | None, Path | None, Pat
 def start_triton(args: argparse.Namespace, stack: ExitStack) -> tuple[str, int]:
     """tritonserver on loopback ports, serving the CPU repository of the export (made first when missing)."""
     from hpsv3_repository.build import render, settings_for
-    from hpsv3_repository.server import TritonServer, free_port
+    from hpsv3_repository.launcher import TritonServer, free_port
 
     checkpoint, base, artifacts = model_files(args)
     if not (artifacts / "manifest.json").is_file():

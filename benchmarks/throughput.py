@@ -539,7 +539,7 @@ def start_servers(args: argparse.Namespace, stack: list[Callable[[], None]]) -> 
     if args.endpoint:
         return {"endpoint": (args.endpoint, None)}
     from hpsv3_repository.build import render, settings_for
-    from hpsv3_repository.server import TritonServer, free_port
+    from hpsv3_repository.launcher import TritonServer, free_port
 
     if not (args.artifacts / "manifest.json").is_file():
         from hpsv3_export.onnx_export import export_onnx

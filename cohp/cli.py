@@ -96,7 +96,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         const=True,
         metavar="CACHE",
         help="use tiny random-weight stand-ins of the generators, built offline (in CACHE, default "
-        "~/.cache/hpsv3_serve/cohp-tiny): tests and dry runs on CPU",
+        "$HPSV3_CACHE_DIR/cohp-tiny or ~/.cache/hpsv3_serve/cohp-tiny): tests and dry runs on CPU",
     )
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the endpoint at start")
     return parser

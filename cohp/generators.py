@@ -10,9 +10,12 @@ import gc
 import inspect
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,8 @@ def check_strengths(generators: list[Generator], strengths: tuple[float, ...]) -
 
 def dtype_for(device: str) -> torch.dtype:
     """bfloat16 on CUDA (as the official img2img), float32 on CPU."""
+    import torch
+
     return torch.bfloat16 if device.startswith("cuda") else torch.float32
 
 
@@ -145,6 +150,8 @@ def load(generator: Generator, kind: str, device: str):
 
 def release_memory() -> None:
     """Return the memory of pipelines the caller has just dropped (`del pipeline` first)."""
+    import torch
+
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -159,6 +166,8 @@ def sample(
     strength: float | None = None,
 ) -> Image.Image:
     """One image from seed `seed` (a CPU torch.Generator, so the same on any device); img2img when `image`."""
+    import torch
+
     kwargs = dict(generator.call_kwargs)
     kwargs.update(num_inference_steps=generator.steps, guidance_scale=generator.guidance)
     accepted = inspect.signature(pipeline.__call__).parameters

@@ -10,13 +10,15 @@ pipeline with `save_pretrained` under `root/ARCH-seedN` once and returns that fo
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from hpsv3_serve.defaults import cache_dir
+from hpsv3_serve.qwen_tokenizer import bytes_to_unicode
 
 FORMAT = 1  # bump when a builder changes, so cached folders are rebuilt
 ARCHITECTURES = ("flux", "sd3", "sdxl", "kolors")
@@ -30,24 +32,11 @@ CORPUS = (
 )
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte → printable character table."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    printable += list(range(ord("®"), ord("ÿ") + 1))
-    chars, extra = list(printable), 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, map(chr, chars), strict=True))
-
-
 def clip_tokenizer():
     """A CLIPTokenizer over single bytes (with and without the end-of-word mark): every text tokenizes."""
     from transformers import CLIPTokenizer
 
-    symbols = list(_bytes_to_unicode().values())
+    symbols = list(bytes_to_unicode().values())
     tokens = symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"]
     return CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=[], model_max_length=77)
 
@@ -258,8 +247,8 @@ BUILDERS: dict[str, Callable[[Path], object]] = {"flux": _flux, "sd3": _sd3, "sd
 
 
 def default_root() -> Path:
-    """Where tiny pipelines are cached: $HPSV3_COHP_TINY or ~/.cache/hpsv3_serve/cohp-tiny."""
-    return Path(os.environ.get("HPSV3_COHP_TINY", Path.home() / ".cache" / "hpsv3_serve" / "cohp-tiny"))
+    """Where tiny pipelines are cached: `cohp-tiny/` in the cache folder (`hpsv3_serve.defaults.cache_dir`)."""
+    return cache_dir() / "cohp-tiny"
 
 
 def build(arch: str, root: Path | None = None, seed: int = 0) -> Path:

@@ -19,8 +19,9 @@ from hpsv3_client import HPSv3Client
 from hpsv3_demo import logic
 from hpsv3_serve.client_tls import add_tls_arguments, tls_options
 from hpsv3_serve.errors import HPSv3Error
+from hpsv3_serve.inputs import IMAGE_SUFFIXES
 
-UPLOAD_TYPES = [suffix.lstrip(".") for suffix in logic.IMAGE_SUFFIXES]
+UPLOAD_TYPES = [suffix.lstrip(".") for suffix in IMAGE_SUFFIXES]
 
 
 def options() -> argparse.Namespace:

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpsv3_serve.inputs import IMAGE_SUFFIXES
 from hpsv3_serve.results import ScoreResult
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 URL_PREFIXES = ("http://", "https://")
 
 

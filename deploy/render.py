@@ -1,4 +1,4 @@
-"""Render the Kubernetes manifests for N replicas of the HPSv3 Triton server (the image of docker/Dockerfile).
+"""Render the Kubernetes manifests for N replicas of the HPSv3 Triton server (the image of the root Dockerfile).
 
     python deploy/render.py > deploy/hpsv3.yaml                         # the committed defaults
     python deploy/render.py --image REGISTRY/hpsv3-serve:gpu --replicas 4 --max-replicas 16 \\
@@ -58,7 +58,7 @@ import yaml
 QUEUE_METRIC = "hpsv3_queue_time_us"
 PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 CLIENT_PORTS = ("http", "grpc")
-HOME = "/home/hpsv3"  # the image's HOME (docker/Dockerfile), where it points vLLM's, torch's and Triton's caches
+HOME = "/home/hpsv3"  # the image's HOME (Dockerfile), where it points vLLM's, torch's and Triton's caches
 HF_TOKEN_DIR = "/run/secrets/huggingface"
 ADMIN_KEY_DIR = "/run/secrets/hpsv3-admin"
 SECRET_MODE = 0o440  # root-owned, readable by the pod's fsGroup (1000) only
@@ -319,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--name", default="hpsv3", help="name of every object")
     add("--namespace", help="namespace (default: none in the files, kubectl's -n decides)")
-    add("--image", default="hpsv3-serve:gpu", help="the image built from docker/Dockerfile, in your registry")
+    add("--image", default="hpsv3-serve:gpu", help="the image of the Dockerfile (docker build .), in your registry")
     add("--replicas", type=int, default=2, help="replicas, and the autoscaler's minimum")
     add("--max-replicas", type=int, default=8, help="the autoscaler's maximum")
     add("--queue-target-us", type=int, default=50000, help="mean queue time per request to hold (µs)")

@@ -13,8 +13,8 @@ import urllib.request
 from pathlib import Path
 
 from hpsv3_client import HPSv3Client
+from hpsv3_repository.launcher import free_port
 from hpsv3_repository.serve import ServeOptions, prepare_server
-from hpsv3_repository.server import free_port
 from hpsv3_serve.results import format_table
 
 EXAMPLES = Path(__file__).resolve().parent

@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from hpsv3_serve.defaults import DEFAULT_MAX_BATCH_SIZE
 from hpsv3_serve.inputs import (
+    IMAGE_SUFFIXES,
     MAX_PATCHES,
     MIN_PATCHES,
     PATCH_BYTES,
@@ -53,7 +55,6 @@ ENSEMBLE_NAMES = {
 }
 PRECISIONS = ("bf16", "fp16", "fp32", "fp8")
 TYPICAL_PATCHES = PIXELS // (14 * 14)  # 1024: an image already at the pixel budget
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 Profile = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
 
@@ -198,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--onnx", type=Path, required=True, help="folder written by `hpsv3 export --out` (fp32)")
     parser.add_argument("--out", type=Path, help="engine folder (default ONNX/tensorrt, where the GPU repo looks)")
     parser.add_argument("--precision", choices=PRECISIONS, default="bf16", help="vision encoder precision")
-    parser.add_argument("--max-batch-size", type=int, default=16, help="largest reward_head batch (as the repo)")
+    parser.add_argument(
+        "--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE, help="largest reward_head batch (as the repo)"
+    )
     parser.add_argument("--calibration-images", type=Path, help="fp8 only: folder of typical images to calibrate")
     args = parser.parse_args(argv)
     try:

@@ -21,18 +21,17 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import Qwen2VLConfig
 
+from .defaults import DEFAULT_BASE, DEFAULT_CHECKPOINT, DTYPE_NAMES
 from .errors import ModelLoadError
 from .model import HPSv3RewardModel
 from .prompt import VOCAB_ROWS
 
-DEFAULT_CHECKPOINT = "MizzenAI/HPSv3"
 CHECKPOINT_FILE = "HPSv3.safetensors"
-DEFAULT_BASE = "Qwen/Qwen2-VL-7B-Instruct"
 BASE_FILES = [
     "config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
     "preprocessor_config.json", "chat_template.json", "generation_config.json",
 ]  # fmt: skip
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 EMBED_KEY = "model.embed_tokens.weight"
 DIGEST_CACHE = "source_digests.json"
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .client_tls import TlsConfigError, add_tls_arguments, tls_options
+from .defaults import DEFAULT_BASE, DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT, DTYPE_NAMES
 from .limits import DEFAULT_LIMITS, InputLimits
 from .network import is_loopback
 from .results import format_table
@@ -111,8 +112,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 def _scorer(args: argparse.Namespace):
     """The in-process scorer for --backend (default: fast on CUDA, torch on CPU); onnx and vllm run a folder
     exported once from the checkpoint and cached by content hash."""
+    from .defaults import cache_dir
     from .engines import default_backend
-    from .qwen_tokenizer import cache_dir
     from .scorer import Scorer
 
     checkpoint, base = _resolve_models(args)
@@ -174,8 +175,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from hpsv3_repository.admin import read_admin_key
+    from hpsv3_repository.launcher import GrpcTls
     from hpsv3_repository.serve import ServeOptions, default_workdir, prepare_server, serve_forever
-    from hpsv3_repository.server import GrpcTls
 
     from .errors import HPSv3Error
 
@@ -218,8 +219,6 @@ def cmd_demo_ui(args: argparse.Namespace) -> int:
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    from .checkpoint import DEFAULT_BASE, DEFAULT_CHECKPOINT
-
     parser.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="HPSv3 .safetensors file, folder or hub id")
     parser.add_argument("--base", default=DEFAULT_BASE, help="Qwen2-VL folder or hub id (config + tokenizer only)")
     parser.add_argument("--revision", help="commit hash, branch or tag of a --checkpoint hub id (none: its main "
@@ -252,7 +251,6 @@ def _limits(args: argparse.Namespace) -> InputLimits:
 def build_parser() -> argparse.ArgumentParser:
     from hpsv3_repository.allocator import CHOICES as ALLOCATORS
 
-    from .checkpoint import DTYPES
     from .engines import BACKENDS
 
     parser = argparse.ArgumentParser(
@@ -289,8 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fast backend: torch.compile the layers (minutes of warm-up, then faster)")  # fmt: skip
     score.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=True,
                        help="fast backend on CUDA: replay the language tower from CUDA graphs")  # fmt: skip
-    score.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="weights dtype (rm_head stays fp32)")
-    score.add_argument("--batch-size", type=int, default=8, help="pairs per forward pass")
+    score.add_argument(
+        "--dtype", default="float32", choices=sorted(DTYPE_NAMES), help="weights dtype (rm_head stays fp32)"
+    )
+    score.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="pairs per forward pass")
     score.add_argument("--format", default="table", choices=["table", "jsonl"], help="output format")
     score.add_argument("--endpoint", metavar="HOST:PORT[,HOST:PORT...]",
                        help="score on served endpoint(s) instead of in-process; several share the load and "
@@ -346,7 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--instances", type=int, default=2, help="preprocessing instances (CPU decode/resize)")
     serve.add_argument("--max-queue", type=int, default=512,
                        help="most requests waiting; more are refused at once (clients retry)")  # fmt: skip
-    serve.add_argument("--workdir", type=Path, help="artifacts, repository, log (default ~/.cache/hpsv3_serve/serve)")
+    serve.add_argument("--workdir", type=Path, help="artifacts, repository, log (default $HPSV3_CACHE_DIR/serve, "
+                       "or ~/.cache/hpsv3_serve/serve)")  # fmt: skip
     serve.add_argument("--allocator", choices=ALLOCATORS, default="auto",
                        help="malloc preloaded into tritonserver (its stubs keep glibc's): auto = tcmalloc when "
                        "installed (apt-get install libtcmalloc-minimal4), which keeps its memory flat under "

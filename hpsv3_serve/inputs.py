@@ -41,6 +41,10 @@ MAX_PATCHES = 4 * 454
 # What the server decodes: the formats generators and cameras write. PIL would also try EPS (which runs Ghostscript
 # when installed), PSD, FITS, WMF and two dozen more on any bytes it is given; those are refused without a decoder.
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "AVIF", "GIF", "BMP", "TIFF", "JPEG2000", "PPM", "TGA", "ICO")
+# File names taken for images where a folder is listed (benchmarks, demo examples, calibration): one of these formats.
+IMAGE_SUFFIXES = (
+    ".jpg", ".jpeg", ".png", ".webp", ".avif", ".gif", ".bmp", ".tif", ".tiff", ".jp2", ".j2k", ".ppm", ".tga", ".ico",
+)  # fmt: skip
 IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
 IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
+from .defaults import cache_dir
+
 DASHSCOPE_WHEEL = "dashscope==2.0.2"
 TIKTOKEN_MEMBER = "dashscope/resources/qwen.tiktoken"
 TIKTOKEN_SHA256 = "b2b1b8dfb5cc5f024bafc373121c6aba3f66f9a5a0269e243470a1de16a33186"
@@ -36,12 +38,7 @@ class TokenizerSourceError(RuntimeError):
     """The Qwen BPE ranks could not be found or fetched."""
 
 
-def cache_dir() -> Path:
-    """Where rebuilt artefacts are cached (`HPSV3_CACHE` or ~/.cache/hpsv3_serve)."""
-    return Path(os.environ.get("HPSV3_CACHE", Path.home() / ".cache" / "hpsv3_serve"))
-
-
-def _bytes_to_unicode() -> dict[int, str]:
+def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte → printable-character map used by byte-level BPE."""
     printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
     printable += list(range(ord("®"), ord("ÿ") + 1))
@@ -85,7 +82,7 @@ def _merge_for(token: bytes, rank: int, ranks: dict[bytes, int]) -> tuple[bytes,
 def build_tokenizer(tiktoken_path: Path) -> Tokenizer:
     """The Qwen2 fast tokenizer (151643 BPE tokens + 14 special tokens, no `<|Reward|>`)."""
     ranks = _read_ranks(tiktoken_path)
-    to_unicode = _bytes_to_unicode()
+    to_unicode = bytes_to_unicode()
 
     def text(token: bytes) -> str:
         return "".join(to_unicode[b] for b in token)

@@ -31,6 +31,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from hpsv3_serve.defaults import DEFAULT_MAX_BATCH_SIZE
 from hpsv3_serve.errors import HPSv3Error
 from hpsv3_serve.limits import DEFAULT_LIMITS
 
@@ -57,7 +58,7 @@ class RepositorySettings:
     artifacts: str
     base: str
     hidden_size: int
-    max_batch_size: int = 16
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     preprocess_instances: int = 2
     vision_instances: int = 1
     queue_delay_us: int = 2000
@@ -211,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, help="torch engine: the HPSv3 .safetensors")
     parser.add_argument("--base", type=Path, help="torch engine: the Qwen2-VL base folder (config + tokenizer)")
     parser.add_argument("--out", type=Path, required=True, help="repository folder to (re)write")
-    parser.add_argument("--max-batch-size", type=int, default=16, help="dynamic batching limit of the models")
+    parser.add_argument(
+        "--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE, help="dynamic batching limit of the models"
+    )
     parser.add_argument("--preprocess-instances", type=int, default=2, help="CPU instances decoding images")
     parser.add_argument("--threads", type=int, default=0, help="cpu: ONNX Runtime threads per session (0: all)")
     parser.add_argument("--vllm-dtype", default="bfloat16", help="gpu: dtype of the language tower in vLLM")

@@ -54,15 +54,15 @@ from hpsv3_export.tensorrt_host import (
     require_tensorrt,
 )
 from hpsv3_serve.checkpoint import DEFAULT_BASE, DEFAULT_CHECKPOINT, resolve_base, resolve_checkpoint
+from hpsv3_serve.defaults import DEFAULT_MAX_BATCH_SIZE, cache_dir
 from hpsv3_serve.errors import HPSv3Error
 
 from .admin import read_admin_key
 from .allocator import CHOICES
 from .build import ENGINES_DIR, TARGET_ENGINES, TARGETS, VLLM_DIR, render, settings_for, settings_for_checkpoint
+from .launcher import TritonServer
 from .serve import serve_forever
-from .server import TritonServer
 
-DEFAULT_CACHE = "/models/cache"
 ENGINES = ("vision_encoder", "reward_head")
 LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/local/tensorrt/lib")
 Say = Callable[[str], None]
@@ -109,7 +109,8 @@ def gpu_environment() -> tuple[str, Gpu]:
     if problems:
         raise DeployError(
             "the gpu target cannot start here: " + "; ".join(problems) + ". Use the image built from "
-            "docker/Dockerfile (README, GPU deployment), or --target cpu to serve with ONNX Runtime on CPU."
+            "the repository's Dockerfile (docker build .; README, GPU deployment), or --target cpu to serve with "
+            "ONNX Runtime on CPU."
         )
     return version, gpu
 
@@ -261,7 +262,7 @@ def tritonserver_binary() -> str:
     """The image's tritonserver (gpu target)."""
     binary = shutil.which("tritonserver")
     if binary is None:
-        raise DeployError("tritonserver is not on PATH: run this in the image built from docker/Dockerfile")
+        raise DeployError("tritonserver is not on PATH: run this in the image of the repository's Dockerfile")
     return binary
 
 
@@ -286,8 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cache",
         type=Path,
-        default=Path(env("HPSV3_CACHE_DIR", DEFAULT_CACHE)),
-        help="volume for exports and engines ($HPSV3_CACHE_DIR, default %(default)s)",
+        default=cache_dir(),
+        help="volume for exports and engines (default: $HPSV3_CACHE_DIR, which the image sets to /models/cache, "
+        "else ~/.cache/hpsv3_serve)",
     )
     parser.add_argument(
         "--checkpoint",
@@ -322,7 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=env("HPSV3_PRECISION", "bf16"),
         help="vision encoder engine precision ($HPSV3_PRECISION); the head stays fp32",
     )
-    parser.add_argument("--max-batch-size", type=int, default=16, help="dynamic batching limit (engines and repo)")
+    parser.add_argument(
+        "--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE, help="dynamic batching limit (engines and repo)"
+    )
     parser.add_argument(
         "--calibration-images",
         type=Path,
@@ -377,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.tensorrt_requirement:  # used by docker/Dockerfile
+        if args.tensorrt_requirement:  # used by the Dockerfile
             print(tensorrt_requirement())
             return 0
         repository = prepare(args)

@@ -7,7 +7,6 @@ reread 17 GB.
 
 from __future__ import annotations
 
-import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,12 +14,13 @@ from pathlib import Path
 
 from hpsv3_export.onnx_export import export_onnx
 from hpsv3_serve.checkpoint import cached_digest
+from hpsv3_serve.defaults import DEFAULT_MAX_BATCH_SIZE, cache_dir
 from hpsv3_serve.engines.onnx_engine import read_manifest
 from hpsv3_serve.errors import ModelLoadError
 from hpsv3_serve.limits import DEFAULT_LIMITS, InputLimits
 
 from .build import render, settings_for
-from .server import GrpcTls, TritonServer
+from .launcher import GrpcTls, TritonServer
 from .supervisor import StubWatchdog
 
 
@@ -33,7 +33,7 @@ class ServeOptions:
     http_port: int = 8000
     metrics_port: int = 8002
     preprocess_instances: int = 2
-    max_batch_size: int = 16
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     limits: InputLimits = DEFAULT_LIMITS
     tls: GrpcTls | None = None
     max_queue_size: int = 512
@@ -130,5 +130,5 @@ def serve_forever(server: TritonServer, say: Callable[[str], None] = print, star
 
 
 def default_workdir() -> Path:
-    """`$HPSV3_CACHE/serve` (default ~/.cache/hpsv3_serve/serve)."""
-    return Path(os.environ.get("HPSV3_CACHE", Path.home() / ".cache" / "hpsv3_serve")) / "serve"
+    """`serve/` in the cache folder (`$HPSV3_CACHE_DIR`, else ~/.cache/hpsv3_serve)."""
+    return cache_dir() / "serve"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hpsv3_repository.build import render, settings_for
-from hpsv3_repository.server import TritonServer, free_port
+from hpsv3_repository.launcher import TritonServer, free_port
 from hpsv3_serve.checkpoint import CHECKPOINT_FILE
 from hpsv3_serve.scorer import Scorer
 from hpsv3_serve.tiny import TINY_CHECKPOINT, make_tiny

@@ -11,7 +11,7 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from hpsv3_client import HPSv3Client
-from hpsv3_repository.server import TritonServer
+from hpsv3_repository.launcher import TritonServer
 from hpsv3_serve import Scorer
 from hpsv3_serve.errors import ImageDecodeError, ImageSizeError
 from hpsv3_serve.inputs import prepare_image

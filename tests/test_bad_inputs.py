@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from hpsv3_client import HPSv3Client
-from hpsv3_repository.server import TritonServer
+from hpsv3_repository.launcher import TritonServer
 from hpsv3_serve.limits import InputLimits
 from hpsv3_serve.prompt import PromptTokenizer
 from hpsv3_serve.scorer import Scorer

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from hpsv3_benchmarks.precision import order_agreement
-from hpsv3_repository.server import TritonServer
+from hpsv3_repository.launcher import TritonServer
 
 from .conftest import IMAGES
 

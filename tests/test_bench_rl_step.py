@@ -12,7 +12,7 @@ import pytest
 
 from hpsv3_benchmarks.cli import main
 from hpsv3_benchmarks.rl_step import make_arrays
-from hpsv3_repository.server import TritonServer
+from hpsv3_repository.launcher import TritonServer
 from hpsv3_serve.inputs import prepare_image
 
 COUNT, SIDES, SEED = 5, (300, 600), 3

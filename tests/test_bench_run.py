@@ -22,7 +22,7 @@ from PIL import Image
 from hpsv3_benchmarks.cli import main
 from hpsv3_benchmarks.metrics import wilson
 from hpsv3_benchmarks.triton_stats import server_snapshot
-from hpsv3_repository.server import TritonServer
+from hpsv3_repository.launcher import TritonServer
 from hpsv3_serve.scorer import Scorer
 
 ROOT = Path(__file__).resolve().parent.parent

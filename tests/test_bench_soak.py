@@ -12,7 +12,7 @@ import pytest
 from hpsv3_benchmarks.cli import main
 from hpsv3_benchmarks.soak import memory_summary
 from hpsv3_repository.build import render, settings_for
-from hpsv3_repository.server import TritonServer, free_port
+from hpsv3_repository.launcher import TritonServer, free_port
 from hpsv3_repository.supervisor import StubWatchdog
 
 

@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
+
+from hpsv3_repository.launcher import TritonServer
 
 from .conftest import IMAGES
 
@@ -22,6 +25,38 @@ def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 def _jsonl(path: Path, records: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
     return path
+
+
+# Runs `hpsv3 ARGS` in a fresh interpreter, then prints which heavy modules it imported.
+IMPORTS_OF = """import sys
+from hpsv3_serve.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+print("HEAVY", sorted({"torch", "transformers"} & set(sys.modules)), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def _heavy_imports(*args: str) -> tuple[subprocess.CompletedProcess, str]:
+    result = subprocess.run([sys.executable, "-c", IMPORTS_OF, *args], capture_output=True, text=True, timeout=120)
+    return result, result.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize("verb", [[], ["score"], ["bench"], ["cohp"], ["demo-ui"]], ids=" ".join)
+def test_help_and_client_verbs_start_without_torch_or_transformers(verb: list[str]) -> None:
+    result, heavy = _heavy_imports(*verb, "--help")
+    assert result.returncode == 0 and "usage:" in result.stdout, result.stderr[-2000:]
+    assert heavy == "HEAVY []"
+
+
+def test_score_on_an_endpoint_imports_neither_torch_nor_transformers(toy_server: TritonServer) -> None:
+    result, heavy = _heavy_imports("score", "--endpoint", toy_server.grpc_url, str(IMAGES / "square_512.png"),
+                                   "--prompt", "a cat", "--format", "jsonl")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "mu" in json.loads(result.stdout.splitlines()[0])
+    assert heavy == "HEAVY []"
 
 
 def test_help_teaches_the_verbs() -> None:

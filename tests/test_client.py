@@ -18,7 +18,7 @@ from PIL import Image
 
 from hpsv3_client import HPSv3Client, ModelNotReadyError, ServerUnavailableError
 from hpsv3_client.hpsv3_client import image_inputs
-from hpsv3_repository.server import TritonServer, free_port
+from hpsv3_repository.launcher import TritonServer, free_port
 from hpsv3_serve.inputs import prepare_image
 from hpsv3_serve.limits import InputLimits
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from hpsv3_cohp.cli import main
-from hpsv3_repository.server import TritonServer, free_port
+from hpsv3_repository.launcher import TritonServer, free_port
 from hpsv3_serve.cli import main as hpsv3
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -25,8 +25,8 @@ from tritonclient.utils import InferenceServerException
 
 from hpsv3_client import HPSv3Client
 from hpsv3_repository.admin import ADMIN_HEADER, admin_headers
+from hpsv3_repository.launcher import free_port
 from hpsv3_repository.processes import python_stubs
-from hpsv3_repository.server import free_port
 
 from .conftest import IMAGES
 

@@ -20,7 +20,7 @@ import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
-from hpsv3_repository.server import TritonServer, free_port
+from hpsv3_repository.launcher import TritonServer, free_port
 
 from .conftest import IMAGES
 

@@ -1,4 +1,4 @@
-"""docker/: the Dockerfile passes hadolint, the entrypoint script passes shellcheck, and they fit the package."""
+"""The root Dockerfile passes hadolint, docker/entrypoint.sh passes shellcheck, and they fit the package."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCKERFILE = ROOT / "docker" / "Dockerfile"
+DOCKERFILE = ROOT / "Dockerfile"
 TOOLS = Path(sys.executable).parent
 
 
@@ -130,7 +130,7 @@ def test_readme_docker_run_has_what_an_operator_needs() -> None:
         "-e HF_TOKEN",
     ):
         assert flag in run, flag
-    assert "docker build -f docker/Dockerfile" in readme and "kubectl -n hpsv3 apply -f" in readme
+    assert "docker build --build-arg TRITON_DIGEST=" in readme and "kubectl -n hpsv3 apply -f" in readme
 
 
 def test_docker_run_examples_publish_on_loopback_only() -> None:

@@ -22,8 +22,8 @@ from hpsv3_client import HPSv3Client
 from hpsv3_export import tensorrt_build
 from hpsv3_export.tensorrt_host import Gpu
 from hpsv3_repository import entrypoint
+from hpsv3_repository.launcher import TritonServer, free_port
 from hpsv3_repository.processes import python_stubs
-from hpsv3_repository.server import TritonServer, free_port
 from hpsv3_serve.errors import HPSv3Error
 
 from .conftest import HUB_BASE, HUB_CHECKPOINT, HUB_COMMIT, HUB_TAG, IMAGES, TOY_REPOSITORY
@@ -129,7 +129,7 @@ def test_gpu_target_refuses_here_and_says_what_is_missing(tmp_path: Path, capsys
         "TensorRT is not installed",
         "vLLM is not installed",
         "NVIDIA GPU",
-        "docker/Dockerfile",
+        "Dockerfile (docker build .",
         "--target cpu",
     ):
         assert needed in error

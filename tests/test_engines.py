@@ -91,7 +91,7 @@ def test_score_backend_onnx_reproduces_the_golden_file(
     result = subprocess.run(
         [*HPSV3, "score", "--backend", "onnx", "--checkpoint", str(tiny_checkpoint), "--base", str(tiny / "base"),
          "--input", str(pairs), "--format", "jsonl"],
-        capture_output=True, text=True, timeout=300, env=os.environ | {"HPSV3_CACHE": str(cache)},
+        capture_output=True, text=True, timeout=300, env=os.environ | {"HPSV3_CACHE_DIR": str(cache)},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "reusing ONNX artifacts" in result.stderr

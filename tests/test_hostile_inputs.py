@@ -20,7 +20,7 @@ from tritonclient.utils import InferenceServerException
 from hpsv3_benchmarks.cli import main as bench
 from hpsv3_client import HPSv3Client
 from hpsv3_demo.logic import collect, rows
-from hpsv3_repository.server import TritonServer
+from hpsv3_repository.launcher import TritonServer
 from hpsv3_serve.scorer import Scorer
 
 from .hostile import NOT_UTF8, encoded, fuzzed_images, hostile_images, hostile_prompts, picture

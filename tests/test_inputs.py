@@ -14,6 +14,8 @@ from PIL import Image
 
 from hpsv3_serve.errors import ImageDecodeError, ImageNotFoundError, ImageSizeError
 from hpsv3_serve.inputs import (
+    IMAGE_FORMATS,
+    IMAGE_SUFFIXES,
     MAX_PATCHES,
     MAX_RATIO,
     MIN_PATCHES,
@@ -136,3 +138,10 @@ def test_patch_count_range_is_attained_and_never_left() -> None:
     counts = {_patches(int(h), int(w)) for h, w in zip(heights, widths, strict=True) if w / h <= MAX_RATIO}
     counts |= {_patches(k * k * m, 256 * m) for k in range(2, 17) for m in range(1, 40)}  # a or b exactly whole
     assert min(counts) >= MIN_PATCHES and max(counts) <= MAX_PATCHES
+
+
+def test_every_image_suffix_names_a_format_the_decoder_accepts() -> None:
+    Image.init()
+    formats = {suffix: Image.registered_extensions().get(suffix) for suffix in IMAGE_SUFFIXES}
+    assert all(format in IMAGE_FORMATS for format in formats.values()), formats
+    assert set(IMAGE_FORMATS) <= set(formats.values())  # and every accepted format has a name

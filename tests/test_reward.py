@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from hpsv3_client import HPSv3Reward, RewardError
-from hpsv3_repository.server import TritonServer, free_port
+from hpsv3_repository.launcher import TritonServer, free_port
 
 from .conftest import IMAGES
 

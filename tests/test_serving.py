@@ -18,7 +18,7 @@ import tritonclient.grpc as grpcclient
 from hpsv3_client import HPSv3Client
 from hpsv3_export.onnx_export import ExportParityError, export_onnx
 from hpsv3_repository.build import render, settings_for
-from hpsv3_repository.server import TritonServer, free_port
+from hpsv3_repository.launcher import TritonServer, free_port
 from hpsv3_serve.checkpoint import source_record
 from hpsv3_serve.engines.onnx_engine import MANIFEST_FILE, read_manifest
 from hpsv3_serve.scorer import Scorer

@@ -11,7 +11,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from hpsv3_repository.server import TritonServer
+from hpsv3_repository.launcher import TritonServer
 from hpsv3_serve.inputs import prepare_image, vision_position_ids
 from hpsv3_serve.prompt import IMAGE_PAD_TOKEN_ID, REWARD_TOKEN_ID, VOCAB_ROWS, PromptTokenizer
 

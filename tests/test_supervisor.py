@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from hpsv3_client import HPSv3Client
+from hpsv3_repository.launcher import GrpcTls, TritonServer, free_port
 from hpsv3_repository.processes import python_stubs
-from hpsv3_repository.server import GrpcTls, TritonServer, free_port
 from hpsv3_repository.supervisor import StubWatchdog
 
 from .conftest import TOY_REPOSITORY

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hpsv3_client import HPSv3Client, ServerUnavailableError
-from hpsv3_repository.server import GrpcTls, ServerStartError, TritonServer, free_port
+from hpsv3_repository.launcher import GrpcTls, ServerStartError, TritonServer, free_port
 
 from .conftest import IMAGES, TOY_REPOSITORY
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from hpsv3_client import HPSv3Client
 from hpsv3_repository.build import RepositoryError, main, render, settings_for_checkpoint
-from hpsv3_repository.server import TritonServer
+from hpsv3_repository.launcher import TritonServer
 
 from .conftest import IMAGES, _running
 

@@ -19,7 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from hpsv3_repository.server import free_port
+from hpsv3_repository.launcher import free_port
 from hpsv3_serve.scorer import Scorer
 from hpsv3_serve.tiny import TINY_CHECKPOINT
 from hpsv3_training.cli import main

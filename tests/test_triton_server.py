@@ -17,8 +17,8 @@ import tritonclient.grpc as grpcclient
 from hpsv3_client import HPSv3Client
 from hpsv3_repository import allocator
 from hpsv3_repository.allocator import AllocatorError
+from hpsv3_repository.launcher import ServerStartError, TritonServer, free_port
 from hpsv3_repository.processes import python_stubs
-from hpsv3_repository.server import ServerStartError, TritonServer, free_port
 
 from .conftest import IMAGES, TOY_REPOSITORY
 

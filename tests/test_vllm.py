@@ -29,7 +29,7 @@ pytest.importorskip("vllm", reason="vLLM runs in .venv-vllm; `make test` runs th
 import torch
 
 from hpsv3_export.vllm_export import export_vllm
-from hpsv3_repository.server import free_port
+from hpsv3_repository.launcher import free_port
 from hpsv3_serve.batching import collate
 from hpsv3_serve.checkpoint import load_model
 from hpsv3_serve.engines.vllm_engine import VllmEngine
@@ -103,7 +103,7 @@ def test_score_backend_vllm_cli_reproduces_golden(tiny: Path, tiny_checkpoint: P
     pairs.write_text("\n".join(lines) + "\n")
     command = [str(Path(sys.executable).parent / "hpsv3"), "score", "--backend", "vllm", "--input", str(pairs),
                "--checkpoint", str(tiny_checkpoint), "--base", str(tiny / "base"), "--format", "jsonl"]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HPSV3_CACHE": str(tmp_path)})
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HPSV3_CACHE_DIR": str(tmp_path)})
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     for row, item in zip(rows, golden["items"], strict=True):

@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from hpsv3_repository.server import free_port
+from hpsv3_repository.launcher import free_port
 from hpsv3_serve.errors import HPSv3Error
 
 REPO = Path(__file__).resolve().parent.parent.parent

@@ -2,7 +2,7 @@
 # HPSv3 on Triton, GPU target: TensorRT plans (vision encoder, reward head), vLLM (language tower, inside a
 # Python model), preprocess in Python. Build from the repository root, with the base image's digest:
 #   docker buildx imagetools inspect nvcr.io/nvidia/tritonserver:26.10-py3 --format '{{.Manifest.Digest}}'
-#   docker build -f docker/Dockerfile --build-arg TRITON_DIGEST=sha256:... -t hpsv3-serve:gpu .
+#   docker build --build-arg TRITON_DIGEST=sha256:... -t hpsv3-serve:gpu .
 # Base: Triton's full image, which has the TensorRT and Python backends (NVIDIA's -vllm-python-py3 image has
 # the Python and vLLM backends only, no TensorRT); vLLM is added with pip, as Triton's docs suggest for that.
 # 26.10: the newest release when this was written (CUDA 13, Python 3.12); change both pins together and rerun
