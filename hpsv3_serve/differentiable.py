@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from .batching import pad_ids
-from .checkpoint import DEFAULT_BASE, DEFAULT_CHECKPOINT, DTYPES, load_model, resolve_base, resolve_checkpoint
+from .checkpoint import DTYPES, load_model, resolve_base, resolve_checkpoint
+from .defaults import DEFAULT_BASE, DEFAULT_CHECKPOINT
 from .differentiable_inputs import pixel_values, unbatch
 from .errors import InputError, ModelLoadError
 from .inputs import MERGE_SIZE

@@ -53,8 +53,8 @@ from hpsv3_export.tensorrt_host import (
     require_gpu,
     require_tensorrt,
 )
-from hpsv3_serve.checkpoint import DEFAULT_BASE, DEFAULT_CHECKPOINT, resolve_base, resolve_checkpoint
-from hpsv3_serve.defaults import DEFAULT_MAX_BATCH_SIZE, cache_dir
+from hpsv3_serve.checkpoint import resolve_base, resolve_checkpoint
+from hpsv3_serve.defaults import DEFAULT_BASE, DEFAULT_CHECKPOINT, DEFAULT_MAX_BATCH_SIZE, cache_dir
 from hpsv3_serve.errors import HPSv3Error
 
 from .admin import read_admin_key
