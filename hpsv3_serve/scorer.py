@@ -10,7 +10,8 @@ from typing import Any
 
 from . import engines
 from .batching import PreparedItem, collate
-from .checkpoint import DEFAULT_BASE, DEFAULT_CHECKPOINT, resolve_base, resolve_checkpoint
+from .checkpoint import resolve_base, resolve_checkpoint
+from .defaults import DEFAULT_BASE, DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT
 from .engines.base import Engine
 from .errors import InputError
 from .inputs import ImageInput, describe, prepare_image
@@ -26,7 +27,11 @@ class Scorer:
     `with Scorer.from_pretrained(...) as scorer:` closes the threads and the engine (vLLM's process) at the end."""
 
     def __init__(
-        self, engine: Engine, tokenizer: PromptTokenizer, batch_size: int = 8, limits: InputLimits = DEFAULT_LIMITS
+        self,
+        engine: Engine,
+        tokenizer: PromptTokenizer,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        limits: InputLimits = DEFAULT_LIMITS,
     ) -> None:
         self.engine = engine
         self.tokenizer = tokenizer
@@ -41,7 +46,7 @@ class Scorer:
         base: str | os.PathLike = DEFAULT_BASE,
         device: str = "cpu",
         dtype: str = "float32",
-        batch_size: int = 8,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         limits: InputLimits = DEFAULT_LIMITS,
         backend: str | None = None,
         **engine_options: Any,
