@@ -13,7 +13,7 @@ from pathlib import Path
 from hpsv3_serve.client_tls import add_tls_arguments
 from hpsv3_serve.errors import HPSv3Error
 
-from . import formats, latency, rl_step, soak
+from . import formats, latency, rl_step, soak, throughput
 from . import generation as generation_task
 from .cache import CacheError
 from .formats import LIST_FORMATS, PAIR_FORMATS, DataError
@@ -31,13 +31,14 @@ tasks:
   latency     concurrency sweep: throughput, p50/p90/p99, errors, queue/compute of each ensemble step
   soak        sustained load on a local endpoint: every answer checked, nothing lost, server memory sampled
   rl-step     one RL step, 64 arrays → rewards: this client vs flow_grpo's reward-server route vs in-process
+  throughput  the endpoint vs the in-process scorers vs the official inferencer, in one run, with the CPU split
 
 Each scored (image, prompt) is appended to a JSONL cache (--cache) as it arrives, keyed by the sha256 of the
 image file and the prompt: a rerun after a crash or a kill scores only what is not there yet and gives the
 same result, and an image that appears in many pairs is scored once. Missing image files and items the
 endpoint cannot score are counted, listed and left out of the numbers, never silently. Reports go to
-OUTPUT/TASK.md (also printed), OUTPUT/TASK.json and, for generation, latency and soak, OUTPUT/TASK.png.
-Exit status: 0, 1 when some items could not be scored, 2 when the run could not be done.
+OUTPUT/TASK.md (also printed), OUTPUT/TASK.json and, for generation, latency and soak, OUTPUT/TASK.png, each
+written whole or not at all. Exit status: 0, 1 when some items could not be scored, 2 when the run could not be done.
 """
 EPILOG = """examples:
   %(prog)s --endpoint 127.0.0.1:8001 pairs --data HPDv3/test.json --images-root HPDv3
@@ -46,6 +47,7 @@ EPILOG = """examples:
   %(prog)s --endpoint 127.0.0.1:8001 latency --sweep 1,4,16,64 --requests 200
   %(prog)s --endpoint 127.0.0.1:8001 soak --minutes 10 --concurrency 32
   %(prog)s rl-step --tiny build/tiny                                      # starts both servers on loopback
+  %(prog)s throughput --serve --artifacts build/tiny/onnx                 # starts tritonserver on loopback
   %(prog)s pairs --help                                                   # formats, ties, interval
 """
 PAIRS_DOC = "Preference accuracy: how often mu is higher for the image people preferred."
@@ -63,6 +65,7 @@ TASK_HELP = {
     "latency": "throughput and latency against concurrency",
     "soak": "sustained load, every answer checked, server memory",
     "rl-step": "one RL step of arrays: this client vs the reward-server route vs in-process",
+    "throughput": "the endpoint vs in-process vs the official inferencer, one run",
 }
 
 
@@ -209,9 +212,15 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
     step = tasks.add_parser("rl-step", help=TASK_HELP["rl-step"], formatter_class=raw, description=rl_step.__doc__)
     rl_step.add_arguments(step, _positive)
-    step.set_defaults(run=rl_step.run_rl_step)
+    step.set_defaults(run=rl_step.run_rl_step, check=rl_step.check_arguments)
 
-    for task in (pairs, ranking, generation, sweep, load, step):
+    compare = tasks.add_parser(
+        "throughput", help=TASK_HELP["throughput"], formatter_class=raw, description=throughput.__doc__
+    )
+    throughput.add_arguments(compare, _positive)
+    compare.set_defaults(run=throughput.run_throughput, check=throughput.check_arguments)
+
+    for task in (pairs, ranking, generation, sweep, load, step, compare):
         _add_common(task, defaults=False)
     return parser
 
@@ -224,14 +233,15 @@ def _run_line(run: dict) -> str:
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = build_parser(prog)
     args = parser.parse_args(argv)
-    if args.run is rl_step.run_rl_step:
-        rl_step.check_arguments(parser, args)
+    if getattr(args, "check", None):  # a task that can start its own servers says what it needs
+        args.check(parser, args)
     elif not args.endpoint:
         parser.error("--endpoint HOST:PORT is required (the gRPC address of the server, e.g. 127.0.0.1:8001)")
-    plain = (latency.run_latency, soak.run_soak, rl_step.run_rl_step)
+    plain = (latency.run_latency, soak.run_soak, rl_step.run_rl_step, throughput.run_throughput)
     if args.run in plain and (args.tls_root_cert or args.tls_client_cert):
-        parser.error("latency, soak and rl-step drive plain gRPC (soak: loopback only); the --tls-* flags are for "
-                     "pairs, ranking and generation")  # fmt: skip
+        parser.error("latency, soak, rl-step and throughput drive plain gRPC (soak: loopback only); the --tls-* "
+                     "flags are for pairs, ranking and generation")  # fmt: skip
+    args.command = shlex.join([parser.prog, *(sys.argv[1:] if argv is None else argv)])
     args.output = args.output or Path("hpsv3-bench") / args.task
     args.cache = args.cache or args.output / "scores.jsonl"
     started = time.perf_counter()
@@ -249,7 +259,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - started, 1),
         **report.result["run"],
-        "command": shlex.join([parser.prog, *(sys.argv[1:] if argv is None else argv)]),
+        "command": args.command,
     }
     report.markdown += _run_line(report.result["run"])
     written = report.write(args.output)

@@ -11,7 +11,8 @@ base with random weights, then a strict load of the checkpoint), prints one JSON
 by calling `inferencer.reward(paths, prompts)` (under torch.no_grad) on consecutive chunks of
 `batch_size` pairs, cycling through the images until `count` pairs are scored, and answering
 `{"batch_size": 8, "images": 64, "seconds": ..., "images_per_s": ...}`. Anything else the official
-code prints goes to stderr. End of stdin ends the worker. Driven by benchmarks/throughput.py.
+code prints goes to stderr. End of stdin ends the worker. Driven by `hpsv3 bench throughput`
+(benchmarks/throughput.py).
 """
 
 from __future__ import annotations

@@ -1,24 +1,26 @@
-"""Throughput of the HPSv3 Triton endpoint vs the in-process scorer vs the official inferencer, in ONE run.
+"""`throughput`: the HPSv3 Triton endpoint vs the in-process scorer vs the official inferencer, in ONE run.
 
 Self-contained, on the tiny model (starts tritonserver on free loopback ports, stops it after):
 
-    python benchmarks/throughput.py --serve --artifacts build/tiny/onnx
+    hpsv3 bench throughput --serve --artifacts build/tiny/onnx
 
 Against a server that is already running (no variants, no per-process server CPU then):
 
-    python benchmarks/throughput.py --endpoint 127.0.0.1:8001 --artifacts build/tiny/onnx
+    hpsv3 bench --endpoint 127.0.0.1:8001 throughput --artifacts build/tiny/onnx
 
 Measured, on the same images and prompt mix, interleaved over --rounds rounds (the median round is reported,
 so that a burst of noise on a shared machine hits every system alike):
-  * endpoint: HPSv3Client at each --concurrency; images/s and p50/p90/p99 per-request latency, plus the server's
-    own per-model queue/compute times (Triton statistics) and transport/other = client latency − server time;
+  * endpoint: HPSv3Client at each --sweep concurrency level; images/s and p50/p90/p99 per-request latency, plus
+    the server's own per-model queue/compute times (Triton statistics) and transport/other = client latency −
+    server time;
   * in-process: `Scorer` (torch engine, and ONNX Runtime engine when --artifacts is given) at each --batch-sizes;
   * official: `HPSv3RewardInferencer` (benchmarks/official_inferencer.py in --official-venv) at each batch size;
   * stages: decode+convert, resize, patchify, tokenise, vision encoder, language tower, reward head, timed
     one by one in-process with the ONNX stages the server runs.
 Server variants (--serve only) render the repository with other settings, e.g.
     --variant 1thread:threads=1 --variant 2vision:threads=1,vision_instances=2
-Writes throughput.md and throughput.json to --output and prints both; progress goes to stderr.
+Writes OUTPUT/throughput.md (also printed) and OUTPUT/throughput.json, next to the rendered repositories and
+the server logs; progress goes to stderr. Exit status 1 when some request failed.
 The project targets (tiny model, same run): endpoint ≥ 2× the official best, ≥ 0.85× the in-process best.
 """
 
@@ -32,7 +34,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import shlex
 import statistics
 import subprocess
 import sys
@@ -44,9 +45,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hpsv3_benchmarks.formats import DataError, image_files
-from hpsv3_benchmarks.loadgen import drive
-from hpsv3_benchmarks.triton_stats import (
+from hpsv3_serve.errors import HPSv3Error
+
+from .formats import image_files
+from .loadgen import drive
+from .report import Report
+from .triton_stats import (
     SERVER_MODELS,
     add_delta,
     server_breakdown,
@@ -75,6 +79,12 @@ WORKERS = {  # kind: (venv argument, worker script, system name in the tables)
 }
 
 
+class ThroughputError(HPSv3Error):
+    """A system to measure could not be set up or fails its requests; the message says which."""
+
+    code = "throughput"
+
+
 def log(message: str) -> None:
     print(f"[throughput {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -90,6 +100,7 @@ class Measurement:
 
     system: str
     setting: str
+    url: str | None = None  # the endpoint's gRPC address
     rounds: list[float] = field(default_factory=list)  # images/s per round
     latencies_s: list[float] = field(default_factory=list)  # per request, all rounds (endpoint only)
     server: dict[str, dict[str, float]] = field(default_factory=dict)  # Triton statistics deltas, summed
@@ -172,20 +183,25 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
 # -- the endpoint --------------------------------------------------------------------------------------------
 
 
-def endpoint_round(measurement: Measurement, url: str, images: list[Path], concurrency: int, count: int) -> None:
+def endpoint_round(
+    measurement: Measurement, url: str, images: list[Path], concurrency: int, count: int, args: argparse.Namespace
+) -> None:
     """One round against the endpoint, with the server's statistics over it."""
     before = server_snapshot(url)
-    wall, latencies, errors = asyncio.run(drive(url, *pairs(images, count), concurrency))
+    wall, latencies, errors = asyncio.run(
+        drive(url, *pairs(images, count), concurrency, timeout_s=args.timeout, model=args.model)
+    )
     after = snapshot_after(url, before, count - len(errors))
     measurement.record(count, wall, errors)
     measurement.latencies_s += latencies
     add_delta(measurement.server, before, after)
 
 
-def warm_endpoint(url: str, images: list[Path], concurrency: int) -> None:
-    _, _, errors = asyncio.run(drive(url, *pairs(images, max(len(images), concurrency) * 2), concurrency))
+def warm_endpoint(url: str, images: list[Path], concurrency: int, args: argparse.Namespace) -> None:
+    load = pairs(images, max(len(images), concurrency) * 2)
+    _, _, errors = asyncio.run(drive(url, *load, concurrency, timeout_s=args.timeout, model=args.model))
     if errors:
-        raise RuntimeError(f"the endpoint at {url} fails requests: {errors[0]}")
+        raise ThroughputError(f"the endpoint at {url} fails requests: {errors[0]}")
 
 
 # -- in-process and official ---------------------------------------------------------------------------------
@@ -212,7 +228,7 @@ class VenvWorker:
     def _answer(self) -> dict:
         line = self.process.stdout.readline()
         if not line:
-            raise RuntimeError(f"{self.script} exited with code {self.process.wait()} (see stderr)")
+            raise ThroughputError(f"{self.script} exited with code {self.process.wait()} (see stderr)")
         return json.loads(line)
 
     def time(self, images: list[Path], batch_size: int, count: int) -> float:
@@ -452,14 +468,7 @@ def ratios(measurements: list[Measurement]) -> list[dict]:
     return out
 
 
-# -- main ----------------------------------------------------------------------------------------------------
-
-
-def image_list(paths: list[Path]) -> list[Path]:
-    try:
-        return [p.resolve() for p in image_files(paths)]
-    except DataError as exc:
-        raise SystemExit(str(exc)) from exc
+# -- the task ------------------------------------------------------------------------------------------------
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, int]]:
@@ -471,19 +480,22 @@ def parse_variant(text: str) -> tuple[str, dict[str, int]]:
     return name, overrides
 
 
-def int_list(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
+def add_arguments(task: argparse.ArgumentParser, positive: Callable[[str], int]) -> None:
+    """The options of `hpsv3 bench throughput`; --endpoint, --model, --timeout and --output are the common ones."""
 
+    def levels(text: str) -> list[int]:
+        try:
+            return [positive(part) for part in text.split(",") if part.strip()]
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"expected a list like 1,4,16, got {text!r}") from exc
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    where = parser.add_argument_group("the endpoint")
-    where.add_argument("--endpoint", metavar="HOST:PORT", help="gRPC address of a running Triton server")
+    where = task.add_argument_group("the endpoint (--endpoint HOST:PORT for a running one, or --serve)")
     where.add_argument("--serve", action="store_true", help="start tritonserver from --artifacts, stop it after")
     where.add_argument(
         "--artifacts",
         type=Path,
         default=REPO / "build" / "tiny" / "onnx",
+        metavar="DIR",
         help="ONNX export folder (exported from --checkpoint/--base when it has no manifest.json); also used for "
         "the in-process ONNX scorer and the stage timings (default: build/tiny/onnx)",
     )
@@ -496,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --serve: also serve a repository rendered with these RepositorySettings overrides "
         "(threads, vision_instances, preprocess_instances, queue_delay_us, max_batch_size); repeatable",
     )
-    model = parser.add_argument_group("the model")
+    model = task.add_argument_group("the model")
     model.add_argument(
         "--checkpoint",
         type=Path,
@@ -506,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--base", type=Path, default=REPO / "build" / "tiny" / "base", help="Qwen2-VL base folder (default: tiny)"
     )
-    load = parser.add_argument_group("the load")
+    load = task.add_argument_group("the load")
     load.add_argument(
         "--images",
         type=Path,
@@ -515,23 +527,28 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="image files and/or folders (default: 8 mixed fixture images, 200x200 to 1920x1080)",
     )
-    load.add_argument("--concurrency", type=int_list, default=[1, 4, 16], help="endpoint levels (default 1,4,16)")
-    load.add_argument("--batch-sizes", type=int_list, default=[1, 8], help="in-process/official (default 1,8)")
-    load.add_argument("--requests", type=int, default=64, help="images per measurement and round (default 64)")
-    load.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported (default 3)")
-    others = parser.add_argument_group("what else to measure")
+    load.add_argument("--sweep", type=levels, default=[1, 4, 16], metavar="C1,C2,...",
+                      help="endpoint concurrency levels, as for latency (default 1,4,16; "
+                      "the common --concurrency is not used here)")  # fmt: skip
+    load.add_argument("--batch-sizes", type=levels, default=[1, 8], metavar="B1,B2,...",
+                      help="in-process/official batch sizes (default 1,8)")  # fmt: skip
+    load.add_argument("--requests", type=positive, default=64, help="images per measurement and round (default 64)")
+    load.add_argument("--rounds", type=positive, default=3, help="interleaved rounds; the median (default 3)")
+    others = task.add_argument_group("what else to measure")
     others.add_argument("--official-venv", type=Path, default=REPO / ".venv-official", help="venv with hpsv3==1.0.0")
     others.add_argument("--no-official", action="store_true", help="skip the official inferencer")
     others.add_argument("--vllm-venv", type=Path, default=REPO / ".venv-vllm", help="venv with vLLM (make test)")
     others.add_argument("--no-vllm", action="store_true", help="skip the in-process scorer on vLLM")
     others.add_argument("--no-inprocess", action="store_true", help="skip the in-process scorers and stages")
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=REPO / "build" / "benchmarks",
-        help="report folder: throughput.md, throughput.json, rendered repositories, server logs (build/benchmarks)",
-    )
-    return parser
+
+
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """One endpoint: a running one (--endpoint) or one started here (--serve); variants only when started here."""
+    if bool(args.endpoint) == args.serve:
+        parser.error("throughput: pass --endpoint HOST:PORT (a running server) or --serve (start one from "
+                     "--artifacts), not both")  # fmt: skip
+    if args.variant and not args.serve:
+        parser.error("throughput: --variant needs --serve (the variants are rendered and served here)")
 
 
 def start_servers(args: argparse.Namespace, stack: list[Callable[[], None]]) -> dict[str, tuple[str, int | None]]:
@@ -571,11 +588,11 @@ def endpoint_steps(args: argparse.Namespace, images: list[Path], cleanup: list) 
     steps = []
     for name, (url, pid) in start_servers(args, cleanup).items():
         log(f"warming up {name} at {url}")
-        warm_endpoint(url, images, max(args.concurrency))
-        for level in args.concurrency:
-            measurement = Measurement(name, f"concurrency {level}")
+        warm_endpoint(url, images, max(args.sweep), args)
+        for level in args.sweep:
+            measurement = Measurement(name, f"concurrency {level}", url)
             pids = {"tritonserver": pid} if pid is not None else {}
-            run = functools.partial(endpoint_round, measurement, url, images, level, args.requests)
+            run = functools.partial(endpoint_round, measurement, url, images, level, args.requests, args)
             steps.append((measurement, run, pids))
     return steps
 
@@ -628,8 +645,9 @@ def worker_steps(args: argparse.Namespace, images: list[Path], report: dict, cle
     return steps
 
 
-def run(args: argparse.Namespace) -> dict:
-    images = image_list(args.images)
+def run_throughput(args: argparse.Namespace) -> Report:
+    """Set up every system, measure them in interleaved rounds; the report of `hpsv3 bench throughput`."""
+    images = [path.resolve() for path in image_files(args.images)]
     args.output.mkdir(parents=True, exist_ok=True)
     loadavg_before, (total0, _, steal0) = os.getloadavg(), cpu_counters()
     cleanup: list[Callable[[], None]] = []
@@ -663,7 +681,7 @@ def run(args: argparse.Namespace) -> dict:
     measurements = [measurement for measurement, _, _ in steps]
     report.update(
         date=datetime.datetime.now().isoformat(timespec="seconds"),
-        command=shlex.join([Path(sys.executable).name, *sys.argv]),
+        command=args.command,
         machine=machine_facts(),
         noise={
             "loadavg_before": [round(v, 2) for v in loadavg_before],
@@ -676,26 +694,5 @@ def run(args: argparse.Namespace) -> dict:
         measurements=[m.summary() for m in measurements],
         ratios=ratios(measurements),
     )
-    return report
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not args.endpoint and not args.serve:
-        parser.error("pass --endpoint HOST:PORT (a running server) or --serve (start one from --artifacts)")
-    if args.endpoint and args.variant:
-        parser.error("--variant needs --serve (the variants are rendered and served here)")
-    report = run(args)
-    text = markdown(report)
-    (args.output / "throughput.md").write_text(text, encoding="utf-8")
-    (args.output / "throughput.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    print(text)
-    print(json.dumps(report, indent=1))
-    log(f"wrote {args.output / 'throughput.md'} and {args.output / 'throughput.json'}")
-    failed = [m for m in report["measurements"] if m["errors"]]
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    report["run"] = {"endpoint": ", ".join(dict.fromkeys(m.url for m in measurements if m.url)) or None}
+    return Report("throughput", report, markdown(report), failed=sum(len(m.errors) for m in measurements))

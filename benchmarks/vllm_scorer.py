@@ -6,7 +6,7 @@ Exports the vLLM folder (`hpsv3 export --vllm`) into a temporary folder, loads t
 pooling runner, fp32, the whole model in vLLM), prints one JSON line `{"ready": true, ...}`, then
 answers the same JSON requests as benchmarks/official_inferencer.py (one per stdin line):
 `{"images", "prompts", "batch_size", "count"}` → `{"seconds", "images_per_s", ...}`, scoring with
-`Scorer.score` at that batch size. Driven by benchmarks/throughput.py.
+`Scorer.score` at that batch size. Driven by `hpsv3 bench throughput` (benchmarks/throughput.py).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from hpsv3_client import ModelNotReadyError, ServerUnavailableError
 from hpsv3_serve.client_tls import TlsConfigError, add_tls_arguments, tls_options
+from hpsv3_serve.files import write_text_atomic
 
 if TYPE_CHECKING:
     from .generators import Generator
@@ -185,7 +186,7 @@ def _run(
                     continue
                 print(f"done {folder}: {report['best_model']}, final score {report['final']['score']:.4f}")
             summary.append({**entry, "best_model": report["best_model"], "score": report["final"]["score"]})
-    (args.output / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
+    write_text_atomic(args.output / "summary.json", json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
     if failed:
         print(f"{failed} of {len(prompts)} prompts failed (see summary.json)", file=sys.stderr)
     return 1 if failed else 0

@@ -169,7 +169,8 @@ def export_onnx(
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "onnx": onnx.__version__,
                      "onnxruntime": onnxruntime.__version__},
     }  # fmt: skip
-    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")  # verification reads it
+    # Provisional (no "parity" yet): verification loads the export through it; removed if verification fails.
+    write_text_atomic(out / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
     try:
         manifest["parity"] = verify(model, PromptTokenizer.from_base(base), out, tolerance or DEFAULT_TOLERANCE[dtype])
     except BaseException:  # parity off, or Ctrl-C while verifying: an unverified export must not look complete

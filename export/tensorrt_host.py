@@ -14,6 +14,8 @@ import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from hpsv3_serve.files import write_text_atomic
+
 RECORD = "engines.json"
 
 
@@ -82,7 +84,7 @@ def record(tensorrt_version: str, gpu: Gpu, precision: str, engines: dict[str, d
 
 def write_record(out: Path, build: dict) -> Path:
     path = out / RECORD
-    path.write_text(json.dumps(build, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(build, indent=2) + "\n")  # a half-written record never reads as a build
     return path
 
 

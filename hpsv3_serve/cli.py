@@ -393,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     verbs.add_parser(
         "bench",
-        help="benchmark an endpoint: preference accuracy, ranking, generators, latency (hpsv3 bench --help)",
+        help="benchmark an endpoint: accuracy, ranking, generators, latency, throughput (hpsv3 bench --help)",
         add_help=False,
     )  # parsed by hpsv3_benchmarks.cli (the parser of benchmarks/run.py): see main()
     verbs.add_parser(

@@ -1,9 +1,14 @@
-"""The run's record: JSON rewritten after every phase (partial results survive a kill) and a text summary."""
+"""The run's record: JSON rewritten after every phase (partial results survive a kill) and a text summary.
+
+Each rewrite is atomic (`hpsv3_serve.files`, standard library only): a kill mid-write leaves the previous
+record, never half of one."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+from hpsv3_serve.files import write_text_atomic
 
 TARGETS = {"speedup": 3.0, "pct_peak": 60.0, "p50_ms": 60.0}  # issue #8, on an H100/H200
 
@@ -26,8 +31,8 @@ class Report:
         self.write()
 
     def write(self) -> None:
-        (self.out / "gpu_bench.json").write_text(json.dumps(self.data, indent=2) + "\n")
-        (self.out / "gpu_bench.txt").write_text(render(self.data) + "\n")
+        write_text_atomic(self.out / "gpu_bench.json", json.dumps(self.data, indent=2) + "\n")
+        write_text_atomic(self.out / "gpu_bench.txt", render(self.data) + "\n")
 
 
 def best(rows: list[dict]) -> dict | None:
