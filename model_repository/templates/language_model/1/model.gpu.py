@@ -13,26 +13,21 @@ import threading
 import uuid
 from pathlib import Path
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from hpsv3_repository.responses import error_response
+from hpsv3_repository.stub_io import model_parameters, request_inputs
 from hpsv3_serve.engines.vllm_engine import embeds_prompt, engine_arguments, pooled
 from hpsv3_serve.limits import InputLimits
 from hpsv3_serve.prompt import PromptTokenizer
-from hpsv3_serve.step_inputs import check_grid, check_image_embeds, single
-
-
-def _input(request, name: str) -> np.ndarray:
-    return single(pb_utils.get_input_tensor_by_name(request, name).as_numpy(), name)
+from hpsv3_serve.step_inputs import check_grid, check_image_embeds
 
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         from vllm import PoolingParams
 
-        config = json.loads(args["model_config"])
-        parameters = {key: value["string_value"] for key, value in config["parameters"].items()}
+        parameters = model_parameters(args)
         folder = Path(parameters["vllm_model"]) / "tower"
         arguments = engine_arguments(
             folder,
@@ -66,7 +61,7 @@ class TritonPythonModel:
 
     def _prompt(self, request) -> tuple[dict, int]:
         """vLLM's prompt for the request, after checking it is one preprocess and vision_encoder could send."""
-        ids, embeds, grid = (_input(request, name) for name in ("_INPUT_IDS", "_IMAGE_EMBEDS", "_GRID_THW"))
+        ids, embeds, grid = request_inputs(pb_utils, request, "_INPUT_IDS", "_IMAGE_EMBEDS", "_GRID_THW")
         grid = check_grid(grid)
         check_image_embeds(embeds, grid, self.hidden_size)
         self.sequences.check(ids, len(embeds))

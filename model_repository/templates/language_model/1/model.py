@@ -1,27 +1,21 @@
 """Triton Python model `language_model` (CPU target): embed, batch, ONNX Runtime tower."""
 
-import json
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from hpsv3_repository.responses import answer_batch
+from hpsv3_repository.stub_io import model_parameters, request_inputs
 from hpsv3_serve.engines.onnx_engine import OnnxLanguageTower
 from hpsv3_serve.limits import InputLimits
 from hpsv3_serve.prompt import PromptTokenizer
-from hpsv3_serve.step_inputs import check_grid, check_image_embeds, single
-
-
-def _input(request, name: str) -> np.ndarray:
-    return single(pb_utils.get_input_tensor_by_name(request, name).as_numpy(), name)
+from hpsv3_serve.step_inputs import check_grid, check_image_embeds
 
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
-        parameters = {
-            key: value["string_value"] for key, value in json.loads(args["model_config"])["parameters"].items()
-        }
+        parameters = model_parameters(args)
         self.tower = OnnxLanguageTower(Path(parameters["artifacts"]), threads=int(parameters["threads"]))
         self.hidden_size = self.tower.embed_tokens.shape[1]
         limits = InputLimits(max_prompt_tokens=int(parameters["max_prompt_tokens"]))
@@ -29,7 +23,7 @@ class TritonPythonModel:
 
     def _embed(self, request) -> np.ndarray:
         """The request's sequence embedded, after checking it is one preprocess and vision_encoder could send."""
-        ids, embeds, grid = (_input(request, name) for name in ("_INPUT_IDS", "_IMAGE_EMBEDS", "_GRID_THW"))
+        ids, embeds, grid = request_inputs(pb_utils, request, "_INPUT_IDS", "_IMAGE_EMBEDS", "_GRID_THW")
         grid = check_grid(grid)
         check_image_embeds(embeds, grid, self.hidden_size)
         self.sequences.check(ids, len(embeds))

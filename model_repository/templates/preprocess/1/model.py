@@ -1,30 +1,29 @@
 """Triton Python model `preprocess`: IMAGE bytes + PROMPT bytes → uint8 patches, rotary ids, grid, token ids."""
 
-import json
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from hpsv3_repository.responses import answer_each, public_input
+from hpsv3_repository.stub_io import model_parameters, request_inputs
 from hpsv3_serve.inputs import describe, grid_of, load_image, patch_pixels, resize, vision_position_ids
 from hpsv3_serve.limits import InputLimits
 from hpsv3_serve.prompt import PromptTokenizer, decode_prompt
-from hpsv3_serve.step_inputs import single
 
 LIMITS = ("max_image_bytes", "max_image_pixels", "max_prompt_tokens", "max_prompt_bytes")  # set by `hpsv3 serve`
 
 
 def _scalar(request, name: str) -> bytes:
-    return bytes(single(pb_utils.get_input_tensor_by_name(request, name).as_numpy(), name)[0])
+    return bytes(request_inputs(pb_utils, request, name)[0][0])
 
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
-        parameters = json.loads(args["model_config"])["parameters"]
-        limits = {key: int(parameters[key]["string_value"]) for key in LIMITS if key in parameters}
+        parameters = model_parameters(args)
+        limits = {key: int(parameters[key]) for key in LIMITS if key in parameters}
         self.limits = InputLimits(allow_urls=False, **limits)  # the server takes bytes and never fetches
-        self.tokenizer = PromptTokenizer.from_base(Path(parameters["base"]["string_value"]), self.limits)
+        self.tokenizer = PromptTokenizer.from_base(Path(parameters["base"]), self.limits)
 
     def _prepare(self, request) -> list:
         prompt = decode_prompt(_scalar(request, "PROMPT"))

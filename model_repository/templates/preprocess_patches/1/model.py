@@ -1,33 +1,29 @@
 """Triton Python model `preprocess_patches`: PROMPT + the client's GRID_THW → token ids, rotary ids, checked grid."""
 
-import json
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from hpsv3_repository.responses import answer_each, public_input
+from hpsv3_repository.stub_io import model_parameters, request_inputs
 from hpsv3_serve.inputs import MERGE_SIZE, vision_position_ids
 from hpsv3_serve.limits import InputLimits
 from hpsv3_serve.prompt import PromptTokenizer, decode_prompt
-from hpsv3_serve.step_inputs import check_grid, single
+from hpsv3_serve.step_inputs import check_grid
 
 LIMITS = ("max_prompt_tokens", "max_prompt_bytes")  # set by `hpsv3 serve`
 
 
-def _input(request, name: str) -> np.ndarray:
-    return single(pb_utils.get_input_tensor_by_name(request, name).as_numpy(), name)
-
-
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
-        parameters = json.loads(args["model_config"])["parameters"]
-        limits = InputLimits(**{key: int(parameters[key]["string_value"]) for key in LIMITS})
-        self.tokenizer = PromptTokenizer.from_base(Path(parameters["base"]["string_value"]), limits)
+        parameters = model_parameters(args)
+        limits = InputLimits(**{key: int(parameters[key]) for key in LIMITS})
+        self.tokenizer = PromptTokenizer.from_base(Path(parameters["base"]), limits)
 
     def _prepare(self, request) -> list:
-        prompt = decode_prompt(bytes(_input(request, "PROMPT")[0]))
-        grid = check_grid(_input(request, "GRID_THW"), "GRID_THW")
+        prompt, grid = request_inputs(pb_utils, request, "PROMPT", "GRID_THW")
+        prompt, grid = decode_prompt(bytes(prompt[0])), check_grid(grid, "GRID_THW")
         ids = self.tokenizer.encode_one(prompt, grid[1] * grid[2] // (MERGE_SIZE * MERGE_SIZE))
         return [
             pb_utils.Tensor("_POSITION_IDS", vision_position_ids(grid)[None]),

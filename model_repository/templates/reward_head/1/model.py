@@ -1,24 +1,24 @@
 """Triton Python model `reward_head` (CPU target): ONNX Runtime rm_head over the whole batch."""
 
-import json
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from hpsv3_repository.responses import answer_batch
+from hpsv3_repository.stub_io import model_parameters, request_inputs
 from hpsv3_serve.engines.onnx_engine import OnnxRewardHead
-from hpsv3_serve.step_inputs import check_hidden, single
+from hpsv3_serve.step_inputs import check_hidden
 
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
-        parameters = json.loads(args["model_config"])["parameters"]
-        self.head = OnnxRewardHead(Path(parameters["artifacts"]["string_value"]), threads=1)
-        self.hidden_size = int(parameters["hidden_size"]["string_value"])
+        parameters = model_parameters(args)
+        self.head = OnnxRewardHead(Path(parameters["artifacts"]), threads=1)
+        self.hidden_size = int(parameters["hidden_size"])
 
     def _hidden(self, request) -> np.ndarray:
-        hidden = single(pb_utils.get_input_tensor_by_name(request, "_HIDDEN").as_numpy(), "_HIDDEN")
+        (hidden,) = request_inputs(pb_utils, request, "_HIDDEN")
         check_hidden(hidden, self.hidden_size)
         return hidden
 

@@ -1,29 +1,23 @@
 """Triton Python model `reward_model` (GPU target, --engine torch): the fast engine over each dynamic batch."""
 
-import json
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from hpsv3_repository.responses import answer_batch
+from hpsv3_repository.stub_io import model_parameters, request_inputs
 from hpsv3_serve import engines
 from hpsv3_serve.batching import PreparedItem, collate
 from hpsv3_serve.inputs import PreparedImage, vision_position_ids
 from hpsv3_serve.limits import InputLimits
 from hpsv3_serve.prompt import PromptTokenizer
-from hpsv3_serve.step_inputs import check_grid, check_patches, single
-
-
-def _input(request, name: str) -> np.ndarray:
-    return single(pb_utils.get_input_tensor_by_name(request, name).as_numpy(), name)
+from hpsv3_serve.step_inputs import check_grid, check_patches
 
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
-        parameters = {
-            key: value["string_value"] for key, value in json.loads(args["model_config"])["parameters"].items()
-        }
+        parameters = model_parameters(args)
         device = parameters["device"]
         if device == "cuda":  # KIND_GPU: the instance's own card, current in this stub (graph capture uses it)
             import torch
@@ -44,7 +38,7 @@ class TritonPythonModel:
 
     def _prepare(self, request) -> PreparedItem:
         """The request as an item, after checking it is one preprocess could send."""
-        patches, grid, ids = (_input(request, name) for name in ("_PATCHES", "_GRID_THW", "_INPUT_IDS"))
+        patches, grid, ids = request_inputs(pb_utils, request, "_PATCHES", "_GRID_THW", "_INPUT_IDS")
         grid = check_grid(grid)
         check_patches(patches, vision_position_ids(grid))
         self.sequences.check(ids, len(patches) // 4)
