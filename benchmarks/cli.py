@@ -262,9 +262,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         "command": args.command,
     }
     report.markdown += _run_line(report.result["run"])
-    written = report.write(args.output)
-    print(report.markdown)
-    print(f"{parser.prog}: wrote {', '.join(map(str, written))}", file=sys.stderr)
+    report.publish(args.output, parser.prog)
     if report.failed:
         print(f"{parser.prog}: {report.failed} item(s) could not be scored (listed in the report)", file=sys.stderr)
         return 1

@@ -163,9 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: torch {torch.__version__} sees no CUDA device")
     report = run(args)
-    written = report.write(args.output)
-    print(report.markdown)
-    print(f"{parser.prog}: wrote {', '.join(map(str, written))}", file=sys.stderr)
+    report.publish(args.output, parser.prog)
     return 0
 
 

@@ -124,9 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, RuntimeError) as exc:
         print(f"{parser.prog}: {exc}", file=sys.stderr)
         return 2
-    written = report.write(args.output)
-    print(report.markdown)
-    print(f"{parser.prog}: wrote {', '.join(map(str, written))}", file=sys.stderr)
+    report.publish(args.output, parser.prog)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,13 @@ class Report:
         if self.chart is not None:
             written.append(output / f"{self.name}.png")
             write_atomic(written[-1], self.chart)
+        return written
+
+    def publish(self, output: Path, prog: str) -> list[Path]:
+        """Write the files (`write`), print the Markdown to stdout and where the files went to stderr."""
+        written = self.write(output)
+        print(self.markdown)
+        print(f"{prog}: wrote {', '.join(map(str, written))}", file=sys.stderr)
         return written
 
 
