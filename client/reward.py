@@ -11,6 +11,8 @@ Arrays and tensors are copied to host uint8 in the calling thread before the cal
 may reuse or free its buffers at once; everything else (resize, patching, gRPC) runs on the reward's own event-loop
 thread. One loop and one set of channels serve every call, from any thread: the object is thread-safe, keeps its
 connections between steps, and never touches CUDA or imports torch (a CUDA tensor is converted by its own methods).
+Like any gRPC client it does not survive `fork`: make it in the process that calls it (not before forking
+DataLoader workers that would use it).
 """
 
 from __future__ import annotations
