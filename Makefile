@@ -11,7 +11,7 @@ PERF_ANALYZER := build/perf_analyzer/bin/perf_analyzer
 # vLLM on CPU in tests: a 1 GiB KV cache is plenty for the tiny model
 VLLM_TEST_ENV := VLLM_CPU_KVCACHE_SPACE=1 VLLM_LOGGING_LEVEL=WARNING
 
-.PHONY: demo train-tiny test test-vllm perf-analyzer debian-packages lint format golden clean
+.PHONY: demo train-tiny test test-vllm perf-analyzer debian-packages lint format golden golden-judges clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -84,6 +84,16 @@ golden: $(OFFICIAL_VENV)/.installed $(TINY_CKPT)
 	$(OFFICIAL_VENV)/bin/python tests/golden/make_golden.py --tiny $(TINY) --out tests/golden/official_tiny.json
 	$(OFFICIAL_VENV)/bin/python tests/golden/make_golden_differentiable.py --tiny $(TINY) \
 		--out tests/golden/official_tiny_differentiable.json
+
+# Golden outputs of the other reward models' official code paths (PickScore's README recipe, open_clip, the aesthetic
+# predictor's simple_inference.py on openai-clip): the official venv plus their packages; not needed by `make test`.
+$(OFFICIAL_VENV)/.judges: $(OFFICIAL_VENV)/.installed
+	$(OFFICIAL_VENV)/bin/python -m pip install --quiet "setuptools<81" ftfy==6.3.1 openai-clip==1.0.1 open_clip_torch==3.3.0
+	touch $@
+
+golden-judges: $(OFFICIAL_VENV)/.judges $(STAMP)
+	$(PY) -m hpsv3_serve.judges.tiny build/tiny-judges
+	$(OFFICIAL_VENV)/bin/python tests/golden/make_golden_judges.py --tiny build/tiny-judges
 
 clean:
 	rm -rf build

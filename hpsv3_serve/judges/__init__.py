@@ -1,0 +1,61 @@
+"""Reward models beside HPSv3 ("judges"), one interface: `load_judge(name).score(images, prompts)`.
+
+Each entry loads published weights from the hub by default, or local paths: `weights` is the model itself,
+`base` what it is built on (HPSv3: the Qwen2-VL base; PickScore: the CLIP processor; aesthetic: CLIP ViT-L/14).
+Every judge returns one result per item with `.score` (HPSv3's results also carry mu / sigma) and per-item errors.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ..limits import DEFAULT_LIMITS, InputLimits
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    """A judge's name, default sources and what its score means."""
+
+    name: str
+    weights: str
+    base: str | None
+    score: str
+
+
+HPSV3 = JudgeSpec("hpsv3", "MizzenAI/HPSv3", "Qwen/Qwen2-VL-7B-Instruct", "mu of HPSv3 (also sigma)")
+PICKSCORE = JudgeSpec(
+    "pickscore", "yuvalkirstain/PickScore_v1", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K", "logit_scale.exp() * cosine"
+)
+CLIP_H = JudgeSpec("clip-h", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K", None, "cosine of CLIP ViT-H/14 embeddings")
+AESTHETIC = JudgeSpec(
+    "aesthetic", "trl-lib/ddpo-aesthetic-predictor", "openai/clip-vit-large-patch14", "LAION aesthetic v2 (1..10)"
+)
+AESTHETIC_FILE = "aesthetic-model.pth"  # sac+logos+ava1-l14-linearMSE.pth, as TRL's DDPO example publishes it
+JUDGES = {spec.name: spec for spec in (HPSV3, PICKSCORE, CLIP_H, AESTHETIC)}
+
+
+def load_judge(
+    name: str,
+    weights: str | os.PathLike | None = None,
+    base: str | os.PathLike | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    batch_size: int = 8,
+    limits: InputLimits = DEFAULT_LIMITS,
+):
+    """A scorer for judge `name` (`JUDGES`) with `.score(images, prompts)` / `.iter_score` / `__call__`."""
+    from ..errors import ModelLoadError
+
+    if name not in JUDGES:
+        raise ModelLoadError(f"unknown reward model {name!r}; choose one of {', '.join(JUDGES)}")
+    spec = JUDGES[name]
+    weights, base = os.fspath(weights or spec.weights), os.fspath(base or spec.base or weights or spec.weights)
+    if name == "hpsv3":
+        from ..scorer import Scorer
+
+        return Scorer.from_pretrained(weights, base, device, dtype, batch_size, limits)
+    from .base import JudgeScorer
+    from .loading import load_clip_judge
+
+    return JudgeScorer(load_clip_judge(spec, weights, base, device, dtype, limits), batch_size)
