@@ -110,3 +110,54 @@ def test_pickle_and_unknown_sources_are_refused(tmp_path: Path, tiny_judges: Pat
     with pytest.raises(ModelLoadError, match=r"no model.safetensors.*pytorch_model.bin"):
         load_judge("pickscore", folder, tiny_judges / "clip-h")
     assert set(JUDGES) == {"hpsv3", "pickscore", "clip-h", "aesthetic"}
+
+
+@pytest.fixture
+def offline_hub(tiny_judges: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An offline hub cache holding the tiny judges under the default hub ids (and the aesthetic MLP as the .pth name
+    it is published under, pickle or not)."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    from hpsv3_serve.judges import AESTHETIC, AESTHETIC_FILE, CLIP_H, PICKSCORE
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    for repo, source in ((PICKSCORE.weights, "pickscore"), (CLIP_H.weights, "clip-h"), (AESTHETIC.base, "clip-l"),
+                         (AESTHETIC.weights, "aesthetic-mlp.safetensors")):  # fmt: skip
+        folder = tmp_path / "hub" / ("models--" + repo.replace("/", "--"))
+        snapshot = folder / "snapshots" / commit
+        if (tiny_judges / source).is_dir():
+            shutil.copytree(tiny_judges / source, snapshot)
+        else:
+            snapshot.mkdir(parents=True)
+            shutil.copy(tiny_judges / source, snapshot / AESTHETIC_FILE)
+        (folder / "refs").mkdir()
+        (folder / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return tmp_path / "hub"
+
+
+def test_default_hub_ids(offline_hub: Path, judges: dict) -> None:
+    image = IMAGES / "square_512.png"
+    for name in ("pickscore", "clip-h"):
+        assert load_judge(name)(image, "a fox") == pytest.approx(judges[name](image, "a fox"), rel=1e-6)
+    with pytest.raises(ModelLoadError, match=r"aesthetic-model\.pth: pickle checkpoints .* convert it once"):
+        load_judge("aesthetic")
+
+
+def test_cli_scores_with_another_model(tiny_judges: Path, capsys: pytest.CaptureFixture) -> None:
+    from hpsv3_serve.cli import main
+
+    image = IMAGES / "square_512.png"
+    args = ["score", str(image), "nope.png", "--prompt", "a fox", "--model", "pickscore",
+            "--checkpoint", str(tiny_judges / "pickscore"), "--base", str(tiny_judges / "clip-h")]  # fmt: skip
+    assert main([*args, "--format", "jsonl"]) == 1
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows[0]["model"] == "pickscore" and rows[0]["score"] == pytest.approx(
+        load_judge("pickscore", *sources(tiny_judges, "pickscore"))(image, "a fox")[0], rel=1e-6
+    )
+    assert rows[1]["error"] == "nope.png: no such file"
+    assert main(args) == 1 and "score     sigma" in capsys.readouterr().out
+    assert main([*args, "--endpoint", "127.0.0.1:1"]) == 2

@@ -43,8 +43,11 @@ def load_judge(
     dtype: str = "float32",
     batch_size: int = 8,
     limits: InputLimits = DEFAULT_LIMITS,
+    revision: str | None = None,
+    base_revision: str | None = None,
 ):
-    """A scorer for judge `name` (`JUDGES`) with `.score(images, prompts)` / `.iter_score` / `__call__`."""
+    """A scorer for judge `name` (`JUDGES`) with `.score(images, prompts)` / `.iter_score` / `__call__`; revisions pin
+    hub ids (commit hash, branch or tag)."""
     from ..errors import ModelLoadError
 
     if name not in JUDGES:
@@ -52,10 +55,13 @@ def load_judge(
     spec = JUDGES[name]
     weights, base = os.fspath(weights or spec.weights), os.fspath(base or spec.base or weights or spec.weights)
     if name == "hpsv3":
+        from ..checkpoint import resolve_base, resolve_checkpoint
         from ..scorer import Scorer
 
-        return Scorer.from_pretrained(weights, base, device, dtype, batch_size, limits)
+        checkpoint, base_dir = resolve_checkpoint(weights, revision=revision), resolve_base(base, base_revision)
+        return Scorer.from_pretrained(checkpoint, base_dir, device, dtype, batch_size, limits)
     from .base import JudgeScorer
     from .loading import load_clip_judge
 
-    return JudgeScorer(load_clip_judge(spec, weights, base, device, dtype, limits), batch_size)
+    judge = load_clip_judge(spec, (weights, revision), (base, base_revision), device, dtype, limits)
+    return JudgeScorer(judge, batch_size)

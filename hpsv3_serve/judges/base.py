@@ -84,6 +84,16 @@ class JudgeScorer:
         self.batch_size = max(1, batch_size)
         self._pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="judge-prep")
 
+    def close(self) -> None:
+        """Stop the preprocessing threads (`with load_judge(...) as scorer:` does it at the end)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> JudgeScorer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def _prepare_safe(self, image: ImageInput, prompt: str) -> Any:
         """The prepared item, or its error as a `str`: whatever one item raises stays with that item."""
         try:

@@ -44,8 +44,11 @@ def _pretrained(cls, folder: Path, dtype: torch.dtype, device: str):
     return model.to(device).eval()
 
 
-def load_clip_judge(spec, weights: str, base: str, device: str, dtype: str, limits: InputLimits) -> ClipJudge:
-    """The judge `spec.name` (pickscore, clip-h, aesthetic) on `device` in `dtype`."""
+def load_clip_judge(
+    spec, weights: tuple[str, str | None], base: tuple[str, str | None], device: str, dtype: str, limits: InputLimits
+) -> ClipJudge:
+    """The judge `spec.name` (pickscore, clip-h, aesthetic) on `device` in `dtype`; `weights` and `base` are
+    (hub id or path, revision)."""
     from transformers import CLIPModel, CLIPVisionModelWithProjection
 
     from . import AESTHETIC_FILE
@@ -55,10 +58,10 @@ def load_clip_judge(spec, weights: str, base: str, device: str, dtype: str, limi
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelLoadError(f"--device {device}: torch {torch.__version__} sees no CUDA device; use --device cpu")
     if spec.name == "aesthetic":
-        mlp = load_mlp(resolve_file(weights, AESTHETIC_FILE))
-        clip = _pretrained(CLIPVisionModelWithProjection, resolve_folder(base), DTYPES[dtype], device)
+        mlp = load_mlp(resolve_file(*weights, filename=AESTHETIC_FILE))
+        clip = _pretrained(CLIPVisionModelWithProjection, resolve_folder(*base), DTYPES[dtype], device)
         return AestheticJudge(clip, mlp, device, limits)
-    model = _pretrained(CLIPModel, resolve_folder(weights), DTYPES[dtype], device)
-    tokenizer = load_clip_tokenizer(resolve_folder(base, required="tokenizer.json", what="a CLIP processor folder"))
+    model = _pretrained(CLIPModel, resolve_folder(*weights), DTYPES[dtype], device)
+    tokenizer = load_clip_tokenizer(resolve_folder(*base, required="tokenizer.json", what="a CLIP processor folder"))
     judge_class = PickScoreJudge if spec.name == "pickscore" else ClipCosineJudge
     return judge_class(model, tokenizer, device, limits)

@@ -52,7 +52,7 @@ def require_safetensors_folder(folder: Path) -> None:
     raise ModelLoadError(f"{folder}: no model.safetensors.{hint}")
 
 
-def resolve_file(spec: str, filename: str, revision: str | None = None) -> Path:
+def resolve_file(spec: str, revision: str | None = None, filename: str = "model.safetensors") -> Path:
     """A local .safetensors file, or `filename` from a hub repo (a pickle there is downloaded, then refused with the
     command that converts it)."""
     path = Path(spec).expanduser()
