@@ -118,7 +118,6 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def _judge_scorer(args: argparse.Namespace):
     """Another reward model in-process (`--model`); --checkpoint / --base name its sources when they are given."""
-    from .checkpoint import DEFAULT_BASE, DEFAULT_CHECKPOINT
     from .judges import load_judge
 
     weights = None if args.checkpoint == DEFAULT_CHECKPOINT else args.checkpoint

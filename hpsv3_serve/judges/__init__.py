@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from ..defaults import DEFAULT_BASE, DEFAULT_BATCH_SIZE, DEFAULT_CHECKPOINT
 from ..limits import DEFAULT_LIMITS, InputLimits
 
 
@@ -23,7 +24,7 @@ class JudgeSpec:
     score: str
 
 
-HPSV3 = JudgeSpec("hpsv3", "MizzenAI/HPSv3", "Qwen/Qwen2-VL-7B-Instruct", "mu of HPSv3 (also sigma)")
+HPSV3 = JudgeSpec("hpsv3", DEFAULT_CHECKPOINT, DEFAULT_BASE, "mu of HPSv3 (also sigma)")
 PICKSCORE = JudgeSpec(
     "pickscore", "yuvalkirstain/PickScore_v1", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K", "logit_scale.exp() * cosine"
 )
@@ -41,7 +42,7 @@ def load_judge(
     base: str | os.PathLike | None = None,
     device: str = "cpu",
     dtype: str = "float32",
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     limits: InputLimits = DEFAULT_LIMITS,
     revision: str | None = None,
     base_revision: str | None = None,

@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..defaults import DEFAULT_BATCH_SIZE
 from ..errors import InputError, PromptError
 from ..inputs import ImageInput, describe
 from ..limits import InputLimits
@@ -78,7 +79,7 @@ def check_text(prompt: object, limits: InputLimits) -> str:
 class JudgeScorer:
     """Prepares (threads) and scores (the judge) in batches; one bad item never sinks the rest."""
 
-    def __init__(self, judge: Judge, batch_size: int = 8) -> None:
+    def __init__(self, judge: Judge, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
         self.judge = judge
         self.name = judge.name
         self.batch_size = max(1, batch_size)

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-from ..qwen_tokenizer import TokenizerSourceError, _bytes_to_unicode, cache_dir
+from ..defaults import cache_dir
+from ..qwen_tokenizer import TokenizerSourceError, bytes_to_unicode
 
 OPEN_CLIP_WHEEL = "open_clip_torch==3.3.0"
 VOCAB_MEMBER = "open_clip/bpe_simple_vocab_16e6.txt.gz"
@@ -60,7 +61,7 @@ def build_clip_tokenizer(vocab_path: Path | None = None) -> Tokenizer:
         raise TokenizerSourceError(f"{vocab_path}: not the known bpe_simple_vocab_16e6.txt.gz (sha256 {VOCAB_SHA256})")
     lines = gzip.decompress(data).decode("utf-8").split("\n")[1 : MERGES + 1]
     merges = [tuple(line.split()) for line in lines]
-    symbols = list(_bytes_to_unicode().values())
+    symbols = list(bytes_to_unicode().values())
     tokens = symbols + [symbol + "</w>" for symbol in symbols] + ["".join(merge) for merge in merges] + [BOS, EOS]
     vocab = {token: index for index, token in enumerate(tokens)}
     if len(vocab) != VOCAB_SIZE:
