@@ -37,6 +37,7 @@ def sources(tiny: Path, name: str) -> tuple[Path, Path | None]:
         "pickscore": (tiny / "pickscore", tiny / "clip-h"),
         "clip-h": (tiny / "clip-h", None),
         "aesthetic": (tiny / "aesthetic-mlp.safetensors", tiny / "clip-l"),
+        "hpsv2": (tiny / "hpsv2.safetensors", tiny / "clip-h"),
     }[name]
 
 
@@ -45,7 +46,7 @@ def judges(tiny_judges: Path) -> dict:
     return {name: load_judge(name, *sources(tiny_judges, name), batch_size=4) for name in GOLDEN["judges"]}
 
 
-@pytest.mark.parametrize("name", ["pickscore", "clip-h", "aesthetic"])
+@pytest.mark.parametrize("name", ["pickscore", "clip-h", "aesthetic", "hpsv2"])
 def test_matches_official(judges: dict, name: str) -> None:
     items = GOLDEN["judges"][name]
     results = judges[name].score([IMAGES / item["image"] for item in items], [item["prompt"] for item in items])
@@ -91,6 +92,13 @@ def test_limits_and_prompts(tiny_judges: Path) -> None:
     assert "over the limit of 8" in results[1].error and "lone surrogate" in results[2].error
 
 
+def test_hpsv2_scores_what_the_official_cannot(judges: dict) -> None:
+    """RGBA (hpsv2 keeps 4 channels and fails) is scored without alpha; a 224-long non-square image is padded."""
+    rgba = Image.open(IMAGES / "rgba_640x480.png")
+    assert judges["hpsv2"](rgba, "a balloon") == pytest.approx(judges["hpsv2"](rgba.convert("RGB"), "a balloon"))
+    assert judges["hpsv2"].score([Image.new("RGB", (224, 100), "red")], "red")[0].ok
+
+
 def test_crop_offsets_follow_each_convention() -> None:
     assert crop_box(224, 227, 224, TRANSFORMERS)[1] == 1  # (227 - 224) // 2
     assert crop_box(224, 227, 224, OPENAI)[1] == 2  # round(1.5) = 2 (torchvision CenterCrop)
@@ -101,6 +109,7 @@ def test_pickle_and_unknown_sources_are_refused(tmp_path: Path, tiny_judges: Pat
         load_judge("imagereward2")
     pth = tmp_path / "sac+logos+ava1-l14-linearMSE.pth"
     pth.write_bytes(b"pickle")
+    pth.with_name("HPS_v2_compressed.pt").write_bytes(b"pickle")
     with pytest.raises(ModelLoadError, match="convert it once"):
         load_judge("aesthetic", pth, tiny_judges / "clip-l")
     folder = tmp_path / "pickscore"
@@ -109,7 +118,9 @@ def test_pickle_and_unknown_sources_are_refused(tmp_path: Path, tiny_judges: Pat
     (folder / "pytorch_model.bin").write_bytes(b"pickle")
     with pytest.raises(ModelLoadError, match=r"no model.safetensors.*pytorch_model.bin"):
         load_judge("pickscore", folder, tiny_judges / "clip-h")
-    assert set(JUDGES) == {"hpsv3", "pickscore", "clip-h", "aesthetic"}
+    assert set(JUDGES) == {"hpsv3", "hpsv2", "hpsv2.1", "pickscore", "clip-h", "aesthetic"}
+    with pytest.raises(ModelLoadError, match=r"\['state_dict'\]"):  # HPSv2's .pt nests its weights
+        load_judge("hpsv2", pth.with_name("HPS_v2_compressed.pt"), tiny_judges / "clip-h")
 
 
 @pytest.fixture

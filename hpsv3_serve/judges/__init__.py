@@ -32,8 +32,10 @@ CLIP_H = JudgeSpec("clip-h", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K", None, "cos
 AESTHETIC = JudgeSpec(
     "aesthetic", "trl-lib/ddpo-aesthetic-predictor", "openai/clip-vit-large-patch14", "LAION aesthetic v2 (1..10)"
 )
+HPSV2 = JudgeSpec("hpsv2", "xswu/HPSv2", CLIP_H.weights, "cosine of HPSv2 (open_clip ViT-H/14 fine-tune)")
+HPSV21 = JudgeSpec("hpsv2.1", "xswu/HPSv2", CLIP_H.weights, "cosine of HPSv2.1")
 AESTHETIC_FILE = "aesthetic-model.pth"  # sac+logos+ava1-l14-linearMSE.pth, as TRL's DDPO example publishes it
-JUDGES = {spec.name: spec for spec in (HPSV3, PICKSCORE, CLIP_H, AESTHETIC)}
+JUDGES = {spec.name: spec for spec in (HPSV3, HPSV2, HPSV21, PICKSCORE, CLIP_H, AESTHETIC)}
 
 
 def load_judge(

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 from torch import nn
 
@@ -74,9 +75,13 @@ class ClipJudge:
     def prepare(self, image: ImageInput, prompt: str) -> ClipItem:
         """Decode and preprocess the image; tokenise the prompt (errors name the input)."""
         check_text(prompt, self.limits)
-        pixels = clip_pixels(open_image(image, self.limits), self.image_size, self.convention)
+        pixels = self.pixels(open_image(image, self.limits))
         ids = tuple(self.tokenizer.encode(self.clean(prompt)).ids) if self.reads_prompt else ()
         return ClipItem(pixels, ids)
+
+    def pixels(self, image: Image.Image) -> np.ndarray:
+        """float32 [3, S, S] model input of an opened image (any PIL mode)."""
+        return clip_pixels(image, self.image_size, self.convention)
 
     def _image_embeds(self, items: list[ClipItem]) -> torch.Tensor:
         pixels = torch.from_numpy(np.stack([item.pixels for item in items])).to(self.device, self.model.dtype)
@@ -106,6 +111,13 @@ class ClipCosineJudge(ClipJudge):
     """CLIP ViT-H/14: cosine similarity of image and prompt, with open_clip's image transform and prompt cleaning."""
 
     name = "clip-h"
+
+    def __init__(self, model: nn.Module, tokenizer, device: str = "cpu", limits: InputLimits = DEFAULT_LIMITS):
+        try:
+            import ftfy  # noqa: F401
+        except ImportError as exc:
+            raise ModelLoadError(f"{self.name} cleans prompts as open_clip does, with ftfy: pip install ftfy") from exc
+        super().__init__(model, tokenizer, device, limits)
 
     def clean(self, prompt: str) -> str:
         """open_clip's `_clean_lower`: ftfy.fix_text, HTML unescaped twice, whitespace runs joined, lowercase."""

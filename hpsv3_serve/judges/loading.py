@@ -7,12 +7,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from ..checkpoint import DTYPES
 from ..errors import ModelLoadError
 from ..limits import InputLimits
 from .clip_judges import AestheticJudge, ClipCosineJudge, ClipJudge, PickScoreJudge, load_clip_tokenizer, load_mlp
-from .weights import require_safetensors_folder, resolve_file, resolve_folder
+from .hpsv2 import SCORE_FILES, HPSv2Judge, from_open_clip
+from .hpsv2 import TO_SAFETENSORS as HPSV2_RECIPE
+from .weights import CLIP_FILES, require_safetensors_folder, resolve_file, resolve_folder
 
 
 @contextmanager
@@ -44,12 +47,27 @@ def _pretrained(cls, folder: Path, dtype: torch.dtype, device: str):
     return model.to(device).eval()
 
 
+def _from_state(config, state: dict[str, torch.Tensor], dtype: torch.dtype, device: str):
+    """A CLIPModel of `config` holding exactly `state` (built on the meta device: no random init of a ViT-H)."""
+    from transformers import CLIPModel
+
+    with torch.device("meta"):
+        model = CLIPModel(config)
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"the HPSv2 weights do not fit the base config: {exc}") from exc
+    for embeddings in (model.vision_model.embeddings, model.text_model.embeddings):  # buffers not in the state
+        embeddings.position_ids = torch.arange(embeddings.position_embedding.num_embeddings).expand((1, -1))
+    return model.to(device, dtype).eval()
+
+
 def load_clip_judge(
     spec, weights: tuple[str, str | None], base: tuple[str, str | None], device: str, dtype: str, limits: InputLimits
 ) -> ClipJudge:
     """The judge `spec.name` (pickscore, clip-h, aesthetic) on `device` in `dtype`; `weights` and `base` are
     (hub id or path, revision)."""
-    from transformers import CLIPModel, CLIPVisionModelWithProjection
+    from transformers import CLIPConfig, CLIPModel, CLIPVisionModelWithProjection
 
     from . import AESTHETIC_FILE
 
@@ -57,6 +75,13 @@ def load_clip_judge(
         raise ModelLoadError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelLoadError(f"--device {device}: torch {torch.__version__} sees no CUDA device; use --device cpu")
+    if spec.name in SCORE_FILES:
+        state = from_open_clip(
+            load_file(str(resolve_file(*weights, filename=SCORE_FILES[spec.name], recipe=HPSV2_RECIPE)))
+        )
+        base_dir = resolve_folder(*base, patterns=[name for name in CLIP_FILES if "model" not in name])
+        model = _from_state(CLIPConfig.from_pretrained(base_dir), state, DTYPES[dtype], device)
+        return HPSv2Judge(model, load_clip_tokenizer(base_dir), device, limits, spec.name)
     if spec.name == "aesthetic":
         mlp = load_mlp(resolve_file(*weights, filename=AESTHETIC_FILE))
         clip = _pretrained(CLIPVisionModelWithProjection, resolve_folder(*base), DTYPES[dtype], device)

@@ -6,7 +6,8 @@
 - `OUT/pickscore/`: a second CLIPModel of the same shape (PickScore's weights are a fine-tuned ViT-H/14);
 - `OUT/clip-l/`: a CLIPModel with QuickGELU and float16-exact weights, as OpenAI's ViT-L/14 (the aesthetic
   predictor's backbone);
-- `OUT/aesthetic-mlp.safetensors`: the aesthetic MLP with the published .pth's keys.
+- `OUT/aesthetic-mlp.safetensors`: the aesthetic MLP with the published .pth's keys;
+- `OUT/hpsv2.safetensors`: an HPSv2 checkpoint's `state_dict` (open_clip's layout) for the `clip-h` base.
 Image size 224 and patch 14 as the real models (so preprocessing is the real one); width 64, 2 layers, one
 attention head per 64 channels (as OpenAI's `build_model` infers heads). Weights come from numpy's PCG64.
 """
@@ -24,6 +25,7 @@ from safetensors.torch import save_file
 from ..inputs import IMAGE_MEAN, IMAGE_STD
 from .clip_judges import AestheticMLP
 from .clip_tokenizer import BOS, EOS, VOCAB_SIZE, build_clip_tokenizer
+from .hpsv2 import to_open_clip
 
 WIDTH, PROJECTION = 64, 32
 PREPROCESSOR_CONFIG = {  # laion/CLIP-ViT-H-14-laion2B-s32B-b79K's, as transformers 4.x reads it
@@ -35,7 +37,7 @@ TOKENIZER_CONFIG = {
     "tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": True, "errors": "replace",
     "add_prefix_space": False, "bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": EOS,
 }  # fmt: skip
-SEEDS = {"clip-h": 1, "pickscore": 2, "clip-l": 3, "aesthetic-mlp": 4}
+SEEDS = {"clip-h": 1, "pickscore": 2, "clip-l": 3, "aesthetic-mlp": 4, "hpsv2": 5}
 
 
 def tiny_clip_config(hidden_act: str):
@@ -94,11 +96,16 @@ def write_clip(folder: Path, hidden_act: str, seed: int, processor: bool = True,
 
 def make_tiny_judges(out: Path) -> Path:
     """Write the tiny judges (module docstring) under `out`; returns `out`."""
+    from transformers import CLIPModel
+
     write_clip(out / "clip-h", "gelu", SEEDS["clip-h"])
     write_clip(out / "pickscore", "gelu", SEEDS["pickscore"], processor=False)
     write_clip(out / "clip-l", "quick_gelu", SEEDS["clip-l"], fp16_values=True)
     mlp = _seeded(AestheticMLP(PROJECTION), SEEDS["aesthetic-mlp"])
     save_file({k: v.contiguous() for k, v in mlp.state_dict().items()}, str(out / "aesthetic-mlp.safetensors"))
+    torch.manual_seed(SEEDS["hpsv2"])
+    hpsv2 = _seeded(CLIPModel(tiny_clip_config("gelu")), SEEDS["hpsv2"])
+    save_file(to_open_clip(hpsv2.state_dict()), str(out / "hpsv2.safetensors"))
     return out
 
 

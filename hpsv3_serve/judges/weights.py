@@ -6,9 +6,18 @@ never unpickled; the error gives the one command that converts a trusted file to
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
-from ..checkpoint import TO_SAFETENSORS, _from_hub, _hub_error, _local_only, _looks_like_hub_id, require_safetensors
+from ..checkpoint import (
+    PICKLE_SUFFIXES,
+    TO_SAFETENSORS,
+    _from_hub,
+    _hub_error,
+    _local_only,
+    _looks_like_hub_id,
+    require_safetensors,
+)
 from ..errors import ModelLoadError
 
 CLIP_FILES = [
@@ -18,9 +27,13 @@ CLIP_FILES = [
 
 
 def resolve_folder(
-    spec: str, revision: str | None = None, required: str = "config.json", what: str = "a transformers model folder"
+    spec: str,
+    revision: str | None = None,
+    required: str = "config.json",
+    what: str = "a transformers model folder",
+    patterns: list[str] = CLIP_FILES,
 ) -> Path:
-    """A local folder holding `required`, or a hub id's snapshot of CLIP_FILES."""
+    """A local folder holding `required`, or a hub id's snapshot of `patterns`."""
     path = Path(spec).expanduser()
     if path.exists():
         _local_only(spec, revision)
@@ -31,9 +44,9 @@ def resolve_folder(
         from huggingface_hub import snapshot_download
 
         try:
-            return _from_hub(spec, revision, snapshot_download(spec, revision=revision, allow_patterns=CLIP_FILES))
+            return _from_hub(spec, revision, snapshot_download(spec, revision=revision, allow_patterns=patterns))
         except Exception as exc:  # offline, missing repo or revision, auth: all end the same way for the user
-            raise _hub_error(spec, revision, "config.json, model.safetensors and tokenizer files", exc) from exc
+            raise _hub_error(spec, revision, ", ".join(patterns), exc) from exc
     raise ModelLoadError(f"{spec!r} not found: pass {what} or a hub id")
 
 
@@ -52,15 +65,28 @@ def require_safetensors_folder(folder: Path) -> None:
     raise ModelLoadError(f"{folder}: no model.safetensors.{hint}")
 
 
-def resolve_file(spec: str, revision: str | None = None, filename: str = "model.safetensors") -> Path:
+def refuse_pickle(path: Path, recipe: str) -> None:
+    """`checkpoint.require_safetensors` with the conversion `recipe` that fits this file's layout."""
+    if path.suffix in PICKLE_SUFFIXES:
+        raise ModelLoadError(
+            f"{path}: pickle checkpoints ({', '.join(PICKLE_SUFFIXES)}) are not loaded, since unpickling can run "
+            f'code. If you trust the file, convert it once (torch>=2.6): python -c "{recipe}" '
+            f"{shlex.quote(str(path))} {shlex.quote(str(path.with_suffix('.safetensors')))}"
+        )
+    require_safetensors(path)
+
+
+def resolve_file(
+    spec: str, revision: str | None = None, filename: str = "model.safetensors", recipe: str = TO_SAFETENSORS
+) -> Path:
     """A local .safetensors file, or `filename` from a hub repo (a pickle there is downloaded, then refused with the
-    command that converts it)."""
+    `recipe` that converts it)."""
     path = Path(spec).expanduser()
     if path.exists():
         _local_only(spec, revision)
         if not path.is_file():
             raise ModelLoadError(f"{path}: expected a .safetensors file")
-        require_safetensors(path)
+        refuse_pickle(path, recipe)
         return path
     if _looks_like_hub_id(spec):
         from huggingface_hub import hf_hub_download
@@ -69,6 +95,6 @@ def resolve_file(spec: str, revision: str | None = None, filename: str = "model.
             path = _from_hub(spec, revision, hf_hub_download(spec, filename, revision=revision))
         except Exception as exc:
             raise _hub_error(spec, revision, filename, exc) from exc
-        require_safetensors(path)
+        refuse_pickle(path, recipe)
         return path
     raise ModelLoadError(f"{spec!r} not found: pass a .safetensors file or a hub id")

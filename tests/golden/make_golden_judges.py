@@ -10,6 +10,13 @@ ftfy, setuptools<81 for `pkg_resources`), never beside the project:
 - CLIP ViT-H/14: open_clip (`create_model_and_transforms`, `get_tokenizer`, `encode_image` / `encode_text`,
   normalised, cosine), the way HPSv2's evaluation scores CLIP; the tiny weights in open_clip's layout under a
   tiny model config registered with `open_clip.add_model_config`.
+- HPSv2: `hpsv2.img_score.score`'s steps (hpsv2 1.2.0 and the open_clip it bundles): `create_model_and_transforms`
+  with its arguments, `load_state_dict(checkpoint['state_dict'])` of a `torch.save`d checkpoint as HPS_v2_compressed.pt
+  is, `preprocess_val`, `get_tokenizer`, `model(image, text)`, `image_features @ text_features.T`; on a tiny model
+  config registered with its `add_model_config` and `pretrained=None` (the laion weights it would fetch first are all
+  replaced by the checkpoint). The hpsv2 wheel lacks `bpe_simple_vocab_16e6.txt.gz`; `make golden-judges` copies
+  open_clip's (the same file, sha256 924691ac…) beside its tokenizer. RGBA inputs are left out: hpsv2 keeps 4 channels
+  and its 3-channel patch embedding fails on them.
 - Aesthetic v2: improved-aesthetic-predictor's `simple_inference.py` (its MLP class and `normalized` copied below,
   since the repository is a script, not a package), on OpenAI's `clip.load` (openai-clip), the tiny ViT-L/14 given
   as a TorchScript archive in OpenAI's layout, as ViT-L-14.pt is (openai-clip 1.0.1 cannot read a plain state-dict
@@ -53,7 +60,7 @@ CASES = [
     ("square_512.png", "“Curly quotes” &amp; full-width ＡＢＣ１２３ &lt;b&gt;"),
 ]
 WEIGHT_FILES = ["clip-h/model.safetensors", "pickscore/model.safetensors", "clip-l/model.safetensors",
-                "aesthetic-mlp.safetensors", "clip-h/tokenizer.json"]  # fmt: skip
+                "aesthetic-mlp.safetensors", "hpsv2.safetensors", "clip-h/tokenizer.json"]  # fmt: skip
 
 
 def openai_state_dict(hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -149,18 +156,7 @@ def pickscore(tiny: Path) -> list[dict]:
 
 def clip_h(tiny: Path, tmp: Path) -> list[dict]:
     """open_clip's zero-shot cosine, on a tiny open_clip config shaped like the tiny CLIPModel."""
-    config = json.loads((tiny / "clip-h" / "config.json").read_text())
-    vision, text = config["vision_config"], config["text_config"]
-    model_cfg = {
-        "embed_dim": config["projection_dim"],
-        "vision_cfg": {"image_size": vision["image_size"], "layers": vision["num_hidden_layers"],
-                       "width": vision["hidden_size"], "patch_size": vision["patch_size"],
-                       "head_width": vision["hidden_size"] // vision["num_attention_heads"]},
-        "text_cfg": {"context_length": 77, "vocab_size": text["vocab_size"], "width": text["hidden_size"],
-                     "heads": text["num_attention_heads"], "layers": text["num_hidden_layers"]},
-    }  # fmt: skip
-    (tmp / "ViT-tiny-14.json").write_text(json.dumps(model_cfg))
-    open_clip.add_model_config(tmp / "ViT-tiny-14.json")
+    open_clip.add_model_config(tiny_open_clip_config(tiny, tmp))
     weights = tmp / "open_clip_tiny.safetensors"
     save_file(openai_state_dict(load_file(str(tiny / "clip-h" / "model.safetensors"))), str(weights))
     model, _, preprocess = open_clip.create_model_and_transforms("ViT-tiny-14", pretrained=str(weights))
@@ -178,6 +174,57 @@ def clip_h(tiny: Path, tmp: Path) -> list[dict]:
             cosine = (image_features @ text_features.T)[0, 0]
         ids = [token for token in tokens[0].tolist() if token]  # open_clip pads with 0
         items.append({"image": name, "prompt": prompt, "score": cosine.item(), "input_ids": ids,
+                      "pixel_sum": image.double().sum().item()})  # fmt: skip
+    return items
+
+
+def tiny_open_clip_config(tiny: Path, tmp: Path) -> Path:
+    """An open_clip model config shaped like the tiny CLIPModel `clip-h` (registered by each open_clip)."""
+    config = json.loads((tiny / "clip-h" / "config.json").read_text())
+    vision, text = config["vision_config"], config["text_config"]
+    model_cfg = {
+        "embed_dim": config["projection_dim"],
+        "vision_cfg": {"image_size": vision["image_size"], "layers": vision["num_hidden_layers"],
+                       "width": vision["hidden_size"], "patch_size": vision["patch_size"],
+                       "head_width": vision["hidden_size"] // vision["num_attention_heads"]},
+        "text_cfg": {"context_length": 77, "vocab_size": text["vocab_size"], "width": text["hidden_size"],
+                     "heads": text["num_attention_heads"], "layers": text["num_hidden_layers"]},
+    }  # fmt: skip
+    path = tmp / "ViT-tiny-14.json"
+    path.write_text(json.dumps(model_cfg))
+    return path
+
+
+def hpsv2(tiny: Path, tmp: Path) -> list[dict]:
+    """hpsv2.img_score.score, one image per call, on the tiny checkpoint."""
+    from hpsv2.src import open_clip as hps_open_clip
+
+    hps_open_clip.add_model_config(tiny_open_clip_config(tiny, tmp))
+    cp = tmp / "HPS_v2_tiny.pt"
+    torch.save({"state_dict": load_file(str(tiny / "hpsv2.safetensors"))}, cp)
+    model, _, preprocess_val = hps_open_clip.create_model_and_transforms(
+        "ViT-tiny-14", None, precision="amp", device="cpu", jit=False, force_quick_gelu=False,
+        force_custom_text=False, force_patch_dropout=False, force_image_size=None, pretrained_image=False,
+        image_mean=None, image_std=None, light_augmentation=True, aug_cfg={}, output_dict=True,
+        with_score_predictor=False, with_region_predictor=False,
+    )  # fmt: skip
+    checkpoint = torch.load(cp, map_location="cpu")
+    model.load_state_dict(checkpoint["state_dict"])
+    tokenizer = hps_open_clip.get_tokenizer("ViT-tiny-14")
+    model.eval()
+    items = []
+    for name, prompt in CASES:
+        if Image.open(IMAGES / name).mode == "RGBA":
+            continue
+        with torch.no_grad():
+            image = preprocess_val(Image.open(IMAGES / name)).unsqueeze(0)
+            text = tokenizer([prompt])
+            with torch.cuda.amp.autocast():
+                outputs = model(image, text)
+                image_features, text_features = outputs["image_features"], outputs["text_features"]
+                logits_per_image = image_features @ text_features.T
+                hps_score = torch.diagonal(logits_per_image).cpu().numpy()
+        items.append({"image": name, "prompt": prompt, "score": float(hps_score[0]),
                       "pixel_sum": image.double().sum().item()})  # fmt: skip
     return items
 
@@ -217,12 +264,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp_name:
-        judges = {"pickscore": pickscore(args.tiny), "clip-h": clip_h(args.tiny, Path(tmp_name)),
-                  "aesthetic": aesthetic(args.tiny, Path(tmp_name))}  # fmt: skip
+        tmp = Path(tmp_name)
+        judges = {"pickscore": pickscore(args.tiny), "clip-h": clip_h(args.tiny, tmp),
+                  "aesthetic": aesthetic(args.tiny, tmp), "hpsv2": hpsv2(args.tiny, tmp)}  # fmt: skip
     golden = {
-        "made_by": "tests/golden/make_golden_judges.py: PickScore README recipe, open_clip, simple_inference.py",
+        "made_by": "tests/golden/make_golden_judges.py: PickScore README recipe, open_clip, hpsv2, simple_inference.py",
         "versions": {"transformers": transformers.__version__, "open_clip": open_clip.__version__,
-                     "openai-clip": "1.0.1", "torch": torch.__version__, "pillow": PIL.__version__,
+                     "openai-clip": "1.0.1", "hpsv2": "1.2.0", "torch": torch.__version__, "pillow": PIL.__version__,
                      "numpy": np.__version__, "python": sys.version.split()[0]},
         "dtype": "float32",
         "tiny": "python -m hpsv3_serve.judges.tiny",
