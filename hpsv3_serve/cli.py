@@ -24,6 +24,7 @@ EPILOG = """examples:
   hpsv3 export --checkpoint C --base B --out onnx/ # ONNX stages + parity report
   hpsv3 export --checkpoint C --base B --vllm vllm/  # a folder `vllm serve` scores faithfully
   hpsv3 score cat.png --backend vllm               # in-process on vLLM (pip install vllm)
+  hpsv3 score cat.png --prompt "a cat" --model pickscore   # another reward model (README: Other reward models)
   hpsv3 score cat.png --device cuda --dtype bfloat16   # the fast engine on a GPU (--backend fast)
   hpsv3 bench --endpoint 127.0.0.1:8001 pairs --data HPDv3/test.json   # accuracy, ranking, generators, latency
   hpsv3 train --config training/configs/tiny.yaml  # train / fine-tune on pair JSON (hpsv3 train --help)
