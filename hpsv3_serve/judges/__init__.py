@@ -24,16 +24,16 @@ class JudgeSpec:
     score: str
 
 
-HPSV3 = JudgeSpec("hpsv3", DEFAULT_CHECKPOINT, DEFAULT_BASE, "mu of HPSv3 (also sigma)")
+HPSV3 = JudgeSpec("hpsv3", DEFAULT_CHECKPOINT, DEFAULT_BASE, "mu, with sigma")
 PICKSCORE = JudgeSpec(
     "pickscore", "yuvalkirstain/PickScore_v1", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K", "logit_scale.exp() * cosine"
 )
 CLIP_H = JudgeSpec("clip-h", "laion/CLIP-ViT-H-14-laion2B-s32B-b79K", None, "cosine of CLIP ViT-H/14 embeddings")
 AESTHETIC = JudgeSpec(
-    "aesthetic", "trl-lib/ddpo-aesthetic-predictor", "openai/clip-vit-large-patch14", "LAION aesthetic v2 (1..10)"
+    "aesthetic", "trl-lib/ddpo-aesthetic-predictor", "openai/clip-vit-large-patch14", "MLP on ViT-L/14, about 1..10"
 )
-HPSV2 = JudgeSpec("hpsv2", "xswu/HPSv2", CLIP_H.weights, "cosine of HPSv2 (open_clip ViT-H/14 fine-tune)")
-HPSV21 = JudgeSpec("hpsv2.1", "xswu/HPSv2", CLIP_H.weights, "cosine of HPSv2.1")
+HPSV2 = JudgeSpec("hpsv2", "xswu/HPSv2", CLIP_H.weights, "cosine, open_clip ViT-H/14 fine-tuned")
+HPSV21 = JudgeSpec("hpsv2.1", "xswu/HPSv2", CLIP_H.weights, "cosine, as hpsv2")
 AESTHETIC_FILE = "aesthetic-model.pth"  # sac+logos+ava1-l14-linearMSE.pth, as TRL's DDPO example publishes it
 JUDGES = {spec.name: spec for spec in (HPSV3, HPSV2, HPSV21, PICKSCORE, CLIP_H, AESTHETIC)}
 
@@ -54,7 +54,8 @@ def load_judge(
     from ..errors import ModelLoadError
 
     if name not in JUDGES:
-        raise ModelLoadError(f"unknown reward model {name!r}; choose one of {', '.join(JUDGES)}")
+        known = "; ".join(f"{spec.name}: {spec.score}" for spec in JUDGES.values())
+        raise ModelLoadError(f"unknown reward model {name!r}; choose one of: {known}")
     spec = JUDGES[name]
     weights, base = os.fspath(weights or spec.weights), os.fspath(base or spec.base or weights or spec.weights)
     if name == "hpsv3":

@@ -31,7 +31,6 @@ class Judge(Protocol):
     """A reward model behind the common interface (see the module docstring)."""
 
     name: str
-    limits: InputLimits
 
     def prepare(self, image: ImageInput, prompt: str) -> Any: ...
 
