@@ -172,3 +172,10 @@ def test_cli_scores_with_another_model(tiny_judges: Path, capsys: pytest.Capture
     assert rows[1]["error"] == "nope.png: no such file"
     assert main(args) == 1 and "score     sigma" in capsys.readouterr().out
     assert main([*args, "--endpoint", "127.0.0.1:1"]) == 2
+
+
+def test_hpsv3_is_one_of_the_judges(tiny: Path, tiny_checkpoint: Path, golden: dict) -> None:
+    item = golden["items"][0]
+    with load_judge("hpsv3", tiny_checkpoint, tiny / "base") as scorer:
+        result = scorer.score([IMAGES / item["image"]], item["prompt"])[0]
+    assert result.score == result.mu and abs(result.mu - item["mu"]) <= 1e-5
