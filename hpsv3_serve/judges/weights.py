@@ -55,14 +55,13 @@ def require_safetensors_folder(folder: Path) -> None:
     if (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file():
         return
     pickles = sorted(p.name for p in folder.glob("*.bin"))
-    hint = (
-        f" It has {', '.join(pickles)}: pickle weights are not loaded, since unpickling can run code. If you trust "
-        f'the file, convert it once (torch>=2.6): python -c "{TO_SAFETENSORS}" {folder / pickles[0]} '
-        f"{folder / 'model.safetensors'}"
-        if pickles
-        else ""
+    source = folder / pickles[0] if pickles else "pytorch_model.bin"
+    found = f"It has {', '.join(pickles)}" if pickles else "If the repository publishes only pytorch_model.bin"
+    raise ModelLoadError(
+        f"{folder}: no model.safetensors. {found}: pickle weights are not loaded, since unpickling can run code. "
+        f'If you trust the file, convert it once (torch>=2.6): python -c "{TO_SAFETENSORS}" {source} '
+        f"{folder / 'model.safetensors'}, beside its config.json"
     )
-    raise ModelLoadError(f"{folder}: no model.safetensors.{hint}")
 
 
 def refuse_pickle(path: Path, recipe: str) -> None:
