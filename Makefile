@@ -11,7 +11,7 @@ PERF_ANALYZER := build/perf_analyzer/bin/perf_analyzer
 # vLLM on CPU in tests: a 1 GiB KV cache is plenty for the tiny model
 VLLM_TEST_ENV := VLLM_CPU_KVCACHE_SPACE=1 VLLM_LOGGING_LEVEL=WARNING
 
-.PHONY: demo train-tiny test test-vllm perf-analyzer debian-packages lint format golden clean
+.PHONY: demo train-tiny test test-vllm perf-analyzer debian-packages lint format golden golden-judges clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -84,6 +84,23 @@ golden: $(OFFICIAL_VENV)/.installed $(TINY_CKPT)
 	$(OFFICIAL_VENV)/bin/python tests/golden/make_golden.py --tiny $(TINY) --out tests/golden/official_tiny.json
 	$(OFFICIAL_VENV)/bin/python tests/golden/make_golden_differentiable.py --tiny $(TINY) \
 		--out tests/golden/official_tiny_differentiable.json
+
+# Golden outputs of the other reward models' official code paths (PickScore's README recipe, open_clip, hpsv2, the
+# aesthetic predictor's simple_inference.py on openai-clip): the official venv plus their packages; not for `make test`.
+# hpsv2 1.2.0 goes in without its pins (protobuf<4, pytest==7.2.0: not used to score); its wheel lacks the BPE vocab
+# its tokenizer opens, so open_clip's copy of that file is put beside it.
+$(OFFICIAL_VENV)/.judges: $(OFFICIAL_VENV)/.installed
+	$(OFFICIAL_VENV)/bin/python -m pip install --quiet "setuptools<81" ftfy==6.3.1 openai-clip==1.0.1 open_clip_torch==3.3.0 \
+		clint einops braceexpand webdataset
+	$(OFFICIAL_VENV)/bin/python -m pip install --quiet --no-deps hpsv2==1.2.0
+	$(OFFICIAL_VENV)/bin/python -c "import open_clip, pathlib, shutil, sysconfig; \
+		shutil.copy(pathlib.Path(open_clip.__file__).parent / 'bpe_simple_vocab_16e6.txt.gz', \
+		pathlib.Path(sysconfig.get_paths()['purelib']) / 'hpsv2/src/open_clip')"
+	touch $@
+
+golden-judges: $(OFFICIAL_VENV)/.judges $(STAMP)
+	$(PY) -m hpsv3_serve.judges.tiny build/tiny-judges
+	$(OFFICIAL_VENV)/bin/python tests/golden/make_golden_judges.py --tiny build/tiny-judges
 
 clean:
 	rm -rf build

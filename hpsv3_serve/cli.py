@@ -24,6 +24,7 @@ EPILOG = """examples:
   hpsv3 export --checkpoint C --base B --out onnx/ # ONNX stages + parity report
   hpsv3 export --checkpoint C --base B --vllm vllm/  # a folder `vllm serve` scores faithfully
   hpsv3 score cat.png --backend vllm               # in-process on vLLM (pip install vllm)
+  hpsv3 score cat.png --prompt "a cat" --model pickscore   # another reward model (README: Other reward models)
   hpsv3 score cat.png --device cuda --dtype bfloat16   # the fast engine on a GPU (--backend fast)
   hpsv3 bench --endpoint 127.0.0.1:8001 pairs --data HPDv3/test.json   # accuracy, ranking, generators, latency
   hpsv3 train --config training/configs/tiny.yaml  # train / fine-tune on pair JSON (hpsv3 train --help)
@@ -75,8 +76,15 @@ def cmd_score(args: argparse.Namespace) -> int:
     good = [pair for pair in pairs if isinstance(pair, tuple)]
     images, prompts = [image for image, _ in good], [prompt for _, prompt in good]
     stop_engines = contextlib.ExitStack()  # engines with processes of their own (vLLM) stop before we exit
+    if args.model != "hpsv3" and (args.endpoint or args.backend not in (None, "torch")):
+        print(f"hpsv3 score: --model {args.model} scores in-process on torch only (no --endpoint / --backend yet)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     try:
-        if args.endpoint:
+        if args.model != "hpsv3":
+            scorer = stop_engines.enter_context(_judge_scorer(args))
+            scored = scorer.iter_score(images, prompts)
+        elif args.endpoint:
             from hpsv3_client import HPSv3Client
 
             tls = tls_options(args)
@@ -107,6 +115,16 @@ def cmd_score(args: argparse.Namespace) -> int:
     if failed:
         print(f"hpsv3 score: {failed} of {len(rows)} items failed (see their error)", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _judge_scorer(args: argparse.Namespace):
+    """Another reward model in-process (`--model`); --checkpoint / --base name its sources when they are given."""
+    from .judges import load_judge
+
+    weights = None if args.checkpoint == DEFAULT_CHECKPOINT else args.checkpoint
+    base = None if args.base == DEFAULT_BASE else args.base
+    return load_judge(args.model, weights, base, args.device, args.dtype, args.batch_size, _limits(args),
+                      args.revision, args.base_revision)  # fmt: skip
 
 
 def _scorer(args: argparse.Namespace):
@@ -252,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     from hpsv3_repository.allocator import CHOICES as ALLOCATORS
 
     from .engines import BACKENDS
+    from .judges import JUDGES
 
     parser = argparse.ArgumentParser(
         prog="hpsv3",
@@ -275,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--input", type=Path, help='JSONL file, one {"image": ..., "prompt": ...} per line')
     score.add_argument("--images-root", type=Path, help="folder for relative paths in --input (default: its folder)")
     _add_model_arguments(score)
+    score.add_argument("--model", default="hpsv3", choices=list(JUDGES),
+                       help="reward model; for another than hpsv3, --checkpoint / --base name its weights and base "
+                       "(default: its hub ids; see README, Other reward models)")  # fmt: skip
     score.add_argument(
         "--backend", choices=BACKENDS,
         help="in-process engine: torch (the reference), fast (the same weights run lean: fused layers, last layer "

@@ -164,6 +164,12 @@ def load_image(image: ImageInput, limits: InputLimits = DEFAULT_LIMITS) -> Image
     """Open a path, bytes, PIL image, http(s) URL, `data:` URL, numpy array or torch tensor (`pixels.py`) and return
     it decoded as RGB (as the official code: `convert("RGB")`; animated images give their first frame). Whatever
     decoding untrusted bytes raises becomes an `InputError` naming the input: one bad image never ends a run."""
+    return open_image(image, limits, convert_rgb=True)
+
+
+def open_image(image: ImageInput, limits: InputLimits = DEFAULT_LIMITS, convert_rgb: bool = False) -> Image.Image:
+    """`load_image` without the RGB conversion unless asked: decoded in its own mode (P, RGBA, L, CMYK, ...), for
+    models whose official preprocessing resizes first and converts later (arrays always come as RGB)."""
     name = describe(image)
     if is_array(image):
         return Image.fromarray(array_pixels(image, limits), "RGB")
@@ -176,7 +182,7 @@ def load_image(image: ImageInput, limits: InputLimits = DEFAULT_LIMITS) -> Image
             opened = Image.open(io.BytesIO(read_image_bytes(image, limits)), formats=IMAGE_FORMATS)
             _check_pixels(opened, name, limits)
         opened.load()
-        return opened.convert("RGB")
+        return opened.convert("RGB") if convert_rgb else opened
     except (ImageNotFoundError, ImageDecodeError, ImageSizeError):
         raise
     except Image.DecompressionBombError as exc:

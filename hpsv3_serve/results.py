@@ -25,6 +25,11 @@ class ScoreResult:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def score(self) -> float | None:
+        """mu, under the name every reward model's results share (`hpsv3_serve.judges`)."""
+        return self.mu
+
     def to_dict(self) -> dict:
         """JSON form: scores for a success, `error` instead of scores for a failure."""
         data = asdict(self)
@@ -33,7 +38,8 @@ class ScoreResult:
 
 
 def format_table(rows: list[dict]) -> str:
-    """A plain aligned table of `ScoreResult.to_dict()` rows: #, mu, sigma, image, prompt (or error)."""
+    """A plain aligned table of `ScoreResult.to_dict()` rows: #, mu, sigma, image, prompt (or error); rows of another
+    reward model (`JudgeResult.to_dict()`) show its score instead of mu and no sigma."""
 
     def clip(text: str, width: int, keep_end: bool = False) -> str:
         text = text.replace("\n", "⏎").replace("\t", " ")
@@ -41,9 +47,13 @@ def format_table(rows: list[dict]) -> str:
             return text
         return "…" + text[1 - width :] if keep_end else text[: width - 1] + "…"
 
-    lines = [f"{'#':>3}  {'mu':>9}  {'sigma':>8}  {'image':<34}  prompt"]
+    label = "score" if any("score" in row for row in rows) else "mu"
+    lines = [f"{'#':>3}  {label:>9}  {'sigma':>8}  {'image':<34}  prompt"]
     for number, row in enumerate(rows, 1):
-        scores = f"{row['mu']:>9.4f}  {row['sigma']:>8.4f}" if "mu" in row else f"{'error':>9}  {'':>8}"
-        tail = clip(row["prompt"], 40) if "mu" in row else clip(row["error"], 70)
+        if "mu" in row:
+            scores = f"{row['mu']:>9.4f}  {row['sigma']:>8.4f}"
+        else:
+            scores = f"{row['score']:>9.4f}  {'':>8}" if "score" in row else f"{'error':>9}  {'':>8}"
+        tail = clip(row["error"], 70) if "error" in row else clip(row["prompt"], 40)
         lines.append(f"{number:>3}  {scores}  {clip(row['image'], 34, keep_end=True):<34}  {tail}")
     return "\n".join(lines)
