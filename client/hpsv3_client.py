@@ -5,6 +5,12 @@ server's dynamic batcher regroups the requests, and up to `concurrency` of them 
 held in memory (numpy arrays, torch tensors, PIL images) are resized and patched here by the server's own code
 and go to the `hpsv3_patches` twin as uint8 PATCHES + GRID_THW: no encoding, no decoding, the same scores.
 
+`model=` picks the served reward model: "hpsv3" (results carry mu and sigma; `.score` is mu) or another judge that
+`hpsv3 serve --models` serves ("pickscore", "clip-h", "aesthetic", "hpsv2", ...: results are `JudgeResult`s whose
+`.score` is the model's SCORE, mu and sigma None). Judges take IMAGE only: images held in memory go to them as
+lossless PNG (TIFF for modes PNG cannot hold), in their own mode, so a judge sees the pixels the in-process judge
+would.
+
 Several endpoints (`HPSv3Client("gpu-a:8001,gpu-b:8001")` or a list) share the load: each request goes to the
 healthy endpoint with the fewest requests in flight. An endpoint that is down (UNAVAILABLE) or going down
 (unloading its models) is taken out of rotation and its request goes to another one (inference is
@@ -15,6 +21,7 @@ idempotent); after a cool-down that doubles with each failure (up to `MAX_COOLDO
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import os
 import random
@@ -31,7 +38,16 @@ from tqdm import tqdm
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from hpsv3_serve.errors import HPSv3Error, InputError
-from hpsv3_serve.inputs import ImageInput, check_header_pixels, describe, prepare_image, read_image_bytes
+from hpsv3_serve.inputs import (
+    ImageInput,
+    check_header_pixels,
+    describe,
+    open_image,
+    prepare_image,
+    read_image_bytes,
+)
+from hpsv3_serve.judges import JUDGES
+from hpsv3_serve.judges.base import JudgeResult, check_text
 from hpsv3_serve.limits import DEFAULT_LIMITS, InputLimits
 from hpsv3_serve.pixels import image_items, is_array
 from hpsv3_serve.prompt import check_prompt
@@ -83,6 +99,25 @@ def image_inputs(image: ImageInput, limits: InputLimits = DEFAULT_LIMITS) -> tup
     data = read_image_bytes(image, limits)
     check_header_pixels(data, describe(image), limits)
     return False, [_tensor_input("IMAGE", np.array([[data]], dtype=np.object_))]
+
+
+def encoded_image(image: ImageInput, limits: InputLimits = DEFAULT_LIMITS) -> bytes:
+    """The bytes a judge model gets as IMAGE: files, URLs and bytes as they are; arrays, tensors and PIL images as a
+    lossless file in their own mode (PNG, or TIFF for modes PNG cannot hold, such as CMYK). Raises `InputError`."""
+    if is_array(image) or isinstance(image, Image.Image):
+        opened = open_image(image, limits)  # arrays: RGB uint8 by the rules of hpsv3_serve.pixels
+        out = io.BytesIO()
+        try:
+            opened.save(out, format="PNG", compress_level=1)
+        except (OSError, KeyError, ValueError):
+            out = io.BytesIO()
+            opened.save(out, format="TIFF")
+        return out.getvalue()
+    if not isinstance(image, (str, os.PathLike, bytes, bytearray)):
+        raise InputError(describe(image), "an image must be a path, URL, bytes, a PIL image or an array")
+    data = read_image_bytes(image, limits)
+    check_header_pixels(data, describe(image), limits)
+    return data
 
 
 def _tensor_input(name: str, value: np.ndarray) -> grpcclient.InferInput:
@@ -158,6 +193,7 @@ class HPSv3Client:
         self.endpoints = [Endpoint(address) for address in split_urls(url)]
         self.url = ",".join(endpoint.url for endpoint in self.endpoints)
         self.model = model
+        self.judge = model in JUDGES and model != "hpsv3"  # SCORE from IMAGE + PROMPT, no patches route
         self.concurrency = max(1, concurrency)
         self.timeout_s = timeout_s
         self.retries = max(0, retries)
@@ -334,7 +370,36 @@ class HPSv3Client:
 
     # -- scoring -------------------------------------------------------------------------------------------
 
-    async def _score_one(self, image: ImageInput, prompt: str) -> ScoreResult:
+    async def _score_judge(self, image: ImageInput, prompt: str) -> JudgeResult:
+        """One item on another reward model: IMAGE (encoded) + PROMPT → SCORE."""
+        result = JudgeResult(describe(image), printable(prompt), self.model)
+        try:
+            text = check_text(prompt, self.limits).encode("utf-8")
+            data = await asyncio.to_thread(encoded_image, image, self.limits)
+        except InputError as exc:
+            result.error = str(exc)
+            return result
+        except Exception as exc:  # an input nobody foresaw: this item's error only
+            result.error = f"{result.image}: could not be prepared ({type(exc).__name__}: {exc})"
+            return result
+        inputs = [_tensor_input("IMAGE", np.array([[data]], dtype=np.object_)),
+                  _tensor_input("PROMPT", np.array([[text]], dtype=np.object_))]  # fmt: skip
+        try:
+            result.score = _scalar(await self._call("infer", self.model, inputs), "SCORE")
+        except InferenceServerException as exc:
+            result.error = f"{result.image}: {self._reason(exc)}"
+        except ValueError as exc:
+            result.error = f"{result.image}: {exc}"
+        return result
+
+    def _reason(self, exc: InferenceServerException) -> str:
+        status = exc.status() or "error"
+        reason = f"timed out after {self.timeout_s:g} s" if "DEADLINE_EXCEEDED" in status else exc.message()
+        return ENSEMBLE_PREFIX.sub("", reason or "")  # "in ensemble 'hpsv3', IMAGE: ..." → "IMAGE: ..."
+
+    async def _score_one(self, image: ImageInput, prompt: str) -> ScoreResult | JudgeResult:
+        if self.judge:
+            return await self._score_judge(image, prompt)
         result = ScoreResult(image=describe(image), prompt=printable(prompt))
         try:
             text = check_prompt(prompt, self.limits).encode("utf-8")
@@ -350,10 +415,7 @@ class HPSv3Client:
             response = await self._call("infer", self.model + PATCHES_SUFFIX if pixels else self.model, inputs)
             result.mu, result.sigma = _scalar(response, "MU"), _scalar(response, "SIGMA")
         except InferenceServerException as exc:
-            status = exc.status() or "error"
-            reason = f"timed out after {self.timeout_s:g} s" if "DEADLINE_EXCEEDED" in status else exc.message()
-            reason = ENSEMBLE_PREFIX.sub("", reason or "")  # "in ensemble 'hpsv3', IMAGE: ..." → "IMAGE: ..."
-            result.error = f"{result.image}: {reason}"
+            result.error = f"{result.image}: {self._reason(exc)}"
             return result
         except ValueError as exc:
             result.error = f"{result.image}: {exc}"
@@ -364,7 +426,7 @@ class HPSv3Client:
 
     async def score_async(
         self, images: Sequence[ImageInput], prompts: str | Sequence[str], progress: bool = False
-    ) -> list[ScoreResult]:
+    ) -> list[ScoreResult | JudgeResult]:
         """Score every pair, in input order; failed items carry `error` (the server's message) and no scores.
 
         `images`: a list of paths, URLs, bytes, PIL images, numpy arrays or torch tensors (uint8, or float in [0, 1]:
@@ -382,7 +444,7 @@ class HPSv3Client:
         slots = asyncio.Semaphore(self.concurrency)
         bar = tqdm(total=len(images), unit="img", disable=None if progress else True)
 
-        async def one(image: ImageInput, prompt: str) -> ScoreResult:
+        async def one(image: ImageInput, prompt: str) -> ScoreResult | JudgeResult:
             async with slots:
                 result = await self._score_one(image, prompt)
             bar.update(1)
@@ -399,10 +461,10 @@ class HPSv3Client:
 
     def score(
         self, images: Sequence[ImageInput], prompts: str | Sequence[str], progress: bool = False
-    ) -> list[ScoreResult]:
+    ) -> list[ScoreResult | JudgeResult]:
         """Blocking `score_async` (runs its own event loop; in a thread if this one already runs a loop)."""
 
-        async def run() -> list[ScoreResult]:
+        async def run() -> list[ScoreResult | JudgeResult]:
             try:
                 return await self.score_async(images, prompts, progress)
             finally:

@@ -76,22 +76,23 @@ def cmd_score(args: argparse.Namespace) -> int:
     good = [pair for pair in pairs if isinstance(pair, tuple)]
     images, prompts = [image for image, _ in good], [prompt for _, prompt in good]
     stop_engines = contextlib.ExitStack()  # engines with processes of their own (vLLM) stop before we exit
-    if args.model != "hpsv3" and (args.endpoint or args.backend not in (None, "torch")):
-        print(f"hpsv3 score: --model {args.model} scores in-process on torch only (no --endpoint / --backend yet)",
-              file=sys.stderr)  # fmt: skip
+    if args.model != "hpsv3" and args.backend not in (None, "torch"):
+        print(f"hpsv3 score: --model {args.model} scores in-process on torch (or served: --endpoint), not on "
+              f"--backend {args.backend}", file=sys.stderr)  # fmt: skip
         return 2
     try:
-        if args.model != "hpsv3":
-            scorer = stop_engines.enter_context(_judge_scorer(args))
-            scored = scorer.iter_score(images, prompts)
-        elif args.endpoint:
+        if args.endpoint:
             from hpsv3_client import HPSv3Client
 
             tls = tls_options(args)
             client = HPSv3Client(
-                args.endpoint, concurrency=args.concurrency, timeout_s=args.timeout, limits=_limits(args), **tls
-            )
+                args.endpoint, model=args.model, concurrency=args.concurrency, timeout_s=args.timeout,
+                limits=_limits(args), **tls,
+            )  # fmt: skip
             scored = iter(client.score(images, prompts, progress=True))
+        elif args.model != "hpsv3":
+            scorer = stop_engines.enter_context(_judge_scorer(args))
+            scored = scorer.iter_score(images, prompts)
         else:
             scorer = stop_engines.enter_context(_scorer(args))
             scored = scorer.iter_score(images, prompts)
@@ -209,6 +210,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             admin_key=read_admin_key(args.admin_key_file) if args.admin_key_file else None,
             http_address=args.http_address, metrics_address=args.metrics_address,
         )  # fmt: skip
+        options.judges = _served_judges(args)
         server = prepare_server(*_resolve_models(args), args.workdir or default_workdir(), options)
         return serve_forever(server)
     except HPSv3Error as exc:
@@ -217,6 +219,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # before the server ran (export, download): an unfinished export is redone next time
         print("hpsv3 serve: interrupted before serving; rerun the same command to go on", file=sys.stderr)
         return 130
+
+
+def _served_judges(args: argparse.Namespace) -> tuple:
+    """`--models` (hpsv3 always; the others as `JudgeSource`s) with their `--judge-weights` / `--judge-base`."""
+    from hpsv3_repository.build import JudgeSource, RepositoryError
+
+    from .judges import JUDGES
+
+    names = list(dict.fromkeys(name.strip() for name in args.models.split(",") if name.strip()))
+    if unknown := [name for name in names if name not in JUDGES]:
+        raise RepositoryError(f"--models: unknown reward model {unknown[0]!r}; choose from {', '.join(JUDGES)}")
+    sources: dict[str, dict[str, str]] = {"weights": {}, "base": {}}
+    for kind, pairs in (("weights", args.judge_weights), ("base", args.judge_base)):
+        for pair in pairs:
+            name, sep, source = pair.partition("=")
+            if not sep or name not in names or name == "hpsv3":
+                raise RepositoryError(f"--judge-{kind} {pair!r}: expected NAME=PATH-OR-HUB-ID for a judge of --models "
+                                      "(hpsv3 takes --checkpoint / --base)")  # fmt: skip
+            sources[kind][name] = source
+    judges = [name for name in names if name != "hpsv3"]
+    return tuple(JudgeSource(name, sources["weights"].get(name, ""), sources["base"].get(name, "")) for name in judges)
 
 
 def cmd_demo_ui(args: argparse.Namespace) -> int:
@@ -354,6 +377,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _add_model_arguments(serve)
+    judges = serve.add_argument_group("other reward models (README: Other reward models)")
+    judges.add_argument("--models", default="hpsv3", metavar="NAME[,NAME...]",
+                        help=f"reward models to serve, each its own Triton model named as it, and together in "
+                        f"`rewards` (one request, every score, the image decoded once); hpsv3 is always served; "
+                        f"choose from {', '.join(JUDGES)}")  # fmt: skip
+    judges.add_argument("--judge-weights", action="append", default=[], metavar="NAME=PATH",
+                        help="a judge's weights (file, folder or hub id; default: its hub id); repeatable")  # fmt: skip
+    judges.add_argument("--judge-base", action="append", default=[], metavar="NAME=PATH",
+                        help="what a judge is built on (CLIP processor / backbone; default: its hub id)")  # fmt: skip
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it: be sure)")
     plain = "when not given: --host, or 127.0.0.1 with gRPC TLS (these ports have no TLS)"
     serve.add_argument("--http-address", help=f"address of the HTTP port; {plain}")

@@ -16,6 +16,10 @@ for that engine or target (`VARIANTS`: the engine's name first, then the target'
   (`1/model.plan` links to ARTIFACTS/tensorrt/<model>.plan, built from the same ONNX graphs), the language
   tower runs in vLLM (ARTIFACTS/vllm, written by `hpsv3 export --vllm`) inside a Python model; preprocess stays
   on CPU. Four steps: preprocess → vision_encoder → language_model → reward_head.
+- judges (`render(..., judges=[JudgeSource("pickscore"), ...])`, `hpsv3 serve --models`): beside the HPSv3
+  ensembles, one Python model per judge named as the judge (`templates/judge`: IMAGE + PROMPT → SCORE, the judge's
+  own prepare + score_batch, torch on CPU) and `rewards` (`templates/rewards`: IMAGE + PROMPT → SCORE_<MODEL> for
+  HPSv3 and every judge, the image decoded once). On every target and engine they run on CPU.
 - gpu, --engine torch: two steps, preprocess → reward_model, a Python model on KIND_GPU running the fast
   engine (`hpsv3_serve.engines.fast_engine`) on the checkpoint itself: no export, no engine build. With
   `device="cpu"` the same model runs on KIND_CPU in fp32 (how the tests serve it).
@@ -28,6 +32,7 @@ import json
 import shutil
 import string
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -48,6 +53,7 @@ MODELS = {  # per engine: the Triton models of its repository
 VARIANTS = {"onnx": ("cpu",), "tensorrt-vllm": ("gpu",), "torch": ("torch", "gpu")}  # template variants, in order
 ENGINES_DIR = "tensorrt"  # in the artifacts: <model>.plan for each tensorrt_plan model
 VLLM_DIR = "vllm"  # in the artifacts: the model folder vLLM serves
+JUDGE_TEMPLATE, REWARDS = "judge", "rewards"  # one model per judge, named as it; the multi-reward model
 GPU_FILES = (f"{ENGINES_DIR}/vision_encoder.plan", f"{ENGINES_DIR}/reward_head.plan", f"{VLLM_DIR}/tower/config.json")
 
 
@@ -83,6 +89,16 @@ class RepositorySettings:
         return "KIND_GPU" if self.device.startswith("cuda") else "KIND_CPU"
 
 
+@dataclass(frozen=True)
+class JudgeSource:
+    """A judge to serve beside HPSv3 (`hpsv3_serve.judges.JUDGES`) and where its weights and base come from
+    (hub id or path; empty: the judge's default hub ids)."""
+
+    name: str
+    weights: str = ""
+    base: str = ""
+
+
 class RepositoryError(HPSv3Error, ValueError):
     """The artifacts do not hold what the target needs, or the rendered graph does not line up."""
 
@@ -106,9 +122,23 @@ def missing_files(engine: str, settings: RepositorySettings) -> list[str]:
     return [name for name in needed if not (Path(settings.artifacts) / name).is_file()]
 
 
-def render(target: str, settings: RepositorySettings, out: Path, engine: str | None = None) -> Path:
+def render(
+    target: str,
+    settings: RepositorySettings,
+    out: Path,
+    engine: str | None = None,
+    judges: Sequence[JudgeSource] = (),
+) -> Path:
     """Write the repository for `target` (on `engine`, default the target's first) into `out` (replaced as a
-    whole), check its graph; returns `out`."""
+    whole), with a model per judge and `rewards` when `judges` are given; check its graph; returns `out`."""
+    from hpsv3_serve.judges import JUDGES
+
+    if unknown := [judge.name for judge in judges if judge.name not in JUDGES or judge.name == "hpsv3"]:
+        raise RepositoryError(
+            f"no judge {unknown[0]!r} to serve beside hpsv3; choose from {sorted(set(JUDGES) - {'hpsv3'})}"
+        )
+    if len({judge.name for judge in judges}) != len(judges):
+        raise RepositoryError(f"a judge is named twice in {[judge.name for judge in judges]}")
     if target not in TARGETS:
         raise RepositoryError(f"target {target!r} is unknown; choose from {TARGETS}")
     engine = engine or TARGET_ENGINES[target][0]
@@ -137,10 +167,34 @@ def render(target: str, settings: RepositorySettings, out: Path, engine: str | N
             (dest / "1" / "model.plan").symlink_to((artifacts / ENGINES_DIR / f"{model}.plan").resolve())
         elif code := template(model, "1/model.py", VARIANTS[engine]):
             shutil.copy(code, dest / "1" / "model.py")
+    if judges:
+        _render_judges(staging, judges, values)
     check_ensemble(staging)
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     return out
+
+
+def _render_judges(staging: Path, judges: Sequence[JudgeSource], values: dict[str, str]) -> None:
+    """A `templates/judge` model per judge, and `rewards` over HPSv3 and all of them."""
+    from hpsv3_serve.judges.served import score_output
+
+    def write(model: str, folder: str, fields: dict[str, str]) -> None:
+        (staging / folder / "1").mkdir(parents=True)
+        text = string.Template((TEMPLATES / model / "config.pbtxt").read_text(encoding="utf-8")).substitute(fields)
+        (staging / folder / "config.pbtxt").write_text(text, encoding="utf-8")
+        shutil.copy(TEMPLATES / model / "1" / "model.py", staging / folder / "1" / "model.py")
+
+    def quoted(text: str) -> str:  # inside a pbtxt string_value
+        return json.dumps(text)[1:-1]
+
+    for judge in judges:
+        fields = {"judge": judge.name, "judge_weights": quoted(judge.weights), "judge_base": quoted(judge.base)}
+        write(JUDGE_TEMPLATE, judge.name, values | fields)
+    names = ["hpsv3", *(judge.name for judge in judges)]
+    outputs = ",\n".join(f'  {{ name: "{score_output(name)}", data_type: TYPE_FP32, dims: [ 1 ] }}' for name in names)
+    sources = json.dumps([{"name": j.name, "weights": j.weights, "base": j.base} for j in judges])
+    write(REWARDS, REWARDS, values | {"outputs": outputs, "judges": quoted(sources)})
 
 
 def check_ensemble(repository: Path) -> None:

@@ -64,16 +64,20 @@ def answer_batch(
     requests: list[Request],
     prepare: Callable[[Request], Any],
     run: Callable[[list[Any]], list[list]],
+    tensor_of: Callable[[InputError], str | None] = lambda exc: None,
 ) -> list[Response]:
-    """`prepare` each request (its error is its own), `run` the prepared ones as one batch (output tensors per item);
-    when the batch fails, each item runs alone, so only an item that fails by itself gets an error."""
+    """`prepare` each request (its error is its own; `tensor_of` names the input as in `answer_each`), `run` the
+    prepared ones as one batch (output tensors per item); when the batch fails, each item runs alone, so only an
+    item that fails by itself gets an error."""
     responses: list[Response] = [None] * len(requests)
     prepared: dict[int, Any] = {}
     for index, request in enumerate(requests):
         try:
             prepared[index] = prepare(request)
         except Exception as exc:
-            responses[index] = error_response(pb_utils, model, exc)
+            responses[index] = error_response(
+                pb_utils, model, exc, tensor_of(exc) if isinstance(exc, InputError) else None
+            )
     if not prepared:
         return responses
     try:

@@ -19,7 +19,7 @@ from hpsv3_serve.engines.onnx_engine import read_manifest
 from hpsv3_serve.errors import ModelLoadError
 from hpsv3_serve.limits import DEFAULT_LIMITS, InputLimits
 
-from .build import render, settings_for
+from .build import JudgeSource, render, settings_for
 from .launcher import GrpcTls, TritonServer
 from .supervisor import StubWatchdog
 
@@ -41,6 +41,7 @@ class ServeOptions:
     admin_key: str | None = None  # the operator's key for the control APIs; None: random, held by the watchdog only
     http_address: str | None = None  # None: `host`, or loopback when gRPC has TLS
     metrics_address: str | None = None
+    judges: tuple[JudgeSource, ...] = ()  # served beside HPSv3, each its own model, and together in `rewards`
 
 
 def current_export(artifacts: Path) -> dict:
@@ -80,7 +81,7 @@ def prepare_server(checkpoint: Path, base: Path, workdir: Path, options: ServeOp
         max_prompt_bytes=options.limits.max_prompt_bytes,
         max_queue_size=options.max_queue_size,
     )
-    repository = render("cpu", settings, workdir / "repository")
+    repository = render("cpu", settings, workdir / "repository", judges=options.judges)
     return TritonServer(
         repository,
         host=options.host,

@@ -51,6 +51,8 @@ class JudgeResult:
     def ok(self) -> bool:
         return self.error is None
 
+    mu = sigma = log_sigma = None  # HPSv3's alone: code written for its results reads None here
+
     def to_dict(self) -> dict:
         """JSON form: `score` for a success, `error` instead for a failure."""
         data = {"image": self.image, "prompt": self.prompt, "model": self.model}

@@ -1,0 +1,155 @@
+"""The other reward models served (`hpsv3 serve --models`): one repository with HPSv3 and four judges on the real
+tritonserver. Each judge's model gives its official golden scores over gRPC (files, and PIL images / arrays sent
+losslessly), `rewards` gives every model's score for one request with the image decoded once, a bad item fails
+alone without leaking anything, and `hpsv3 score --endpoint --model` works."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from PIL import Image
+from tritonclient.utils import InferenceServerException
+
+from hpsv3_client import HPSv3Client
+from hpsv3_repository.build import JudgeSource, RepositoryError, render, settings_for_checkpoint
+from hpsv3_repository.launcher import TritonServer
+from hpsv3_serve.judges.served import prepare_all, score_output
+from hpsv3_serve.judges.tiny import make_tiny_judges
+
+from .conftest import IMAGES, _running
+
+GOLDEN = json.loads((Path(__file__).parent / "golden" / "official_judges_tiny.json").read_text(encoding="utf-8"))
+NAMES = ("pickscore", "clip-h", "aesthetic", "hpsv2")
+TOLERANCE = 1e-5  # relative to max(1, |score|), as tests/test_judges.py
+
+
+def close(a: float, b: float) -> bool:
+    return abs(a - b) <= TOLERANCE * max(1.0, abs(b))
+
+
+@pytest.fixture(scope="module")
+def tiny_judges(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_judges(tmp_path_factory.mktemp("tiny-judges"))
+
+
+def judge_sources(tiny: Path) -> list[JudgeSource]:
+    return [
+        JudgeSource("pickscore", str(tiny / "pickscore"), str(tiny / "clip-h")),
+        JudgeSource("clip-h", str(tiny / "clip-h")),
+        JudgeSource("aesthetic", str(tiny / "aesthetic-mlp.safetensors"), str(tiny / "clip-l")),
+        JudgeSource("hpsv2", str(tiny / "hpsv2.safetensors"), str(tiny / "clip-h")),
+    ]
+
+
+@pytest.fixture(scope="module")
+def served(
+    tiny: Path, tiny_checkpoint: Path, tiny_judges: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TritonServer]:
+    """HPSv3 (the torch engine's two steps, on CPU: no export) beside the four tiny judges and `rewards`."""
+    settings = settings_for_checkpoint(
+        tiny_checkpoint, tiny / "base", device="cpu", torch_dtype="float32", preprocess_instances=1
+    )
+    out = tmp_path_factory.mktemp("judges") / "repo"
+    repository = render("gpu", settings, out, "torch", judges=judge_sources(tiny_judges))
+    yield from _running(repository, tmp_path_factory.mktemp("judges-triton"))
+
+
+def test_render_adds_a_model_per_judge_and_rewards(tiny: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    settings = settings_for_checkpoint(tiny_checkpoint, tiny / "base", device="cpu", torch_dtype="float32")
+    out = render("gpu", settings, tmp_path / "repo", "torch", judges=[JudgeSource("pickscore"), JudgeSource("hpsv2.1")])
+    names = sorted(path.name for path in out.iterdir())
+    assert names == ["hpsv2.1", "hpsv3", "hpsv3_patches", "pickscore", "preprocess", "preprocess_patches",
+                     "reward_model", "rewards"]  # fmt: skip
+    rewards = (out / "rewards" / "config.pbtxt").read_text()
+    assert all(f'"{score_output(name)}"' in rewards for name in ("hpsv3", "pickscore", "hpsv2.1"))
+    assert score_output("hpsv2.1") == "SCORE_HPSV2_1" and f"max_batch_size: {settings.max_batch_size}\n" in rewards
+    for bad in ([JudgeSource("hpsv3")], [JudgeSource("nope")], [JudgeSource("clip-h")] * 2):
+        with pytest.raises(RepositoryError):
+            render("gpu", settings, tmp_path / "bad", "torch", judges=bad)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_judge_served_gives_its_official_scores(served: TritonServer, name: str) -> None:
+    """Files as they are, and the same images opened (PIL, in their own mode) or as arrays: the golden scores."""
+    items = GOLDEN["judges"][name]
+    files = [IMAGES / item["image"] for item in items]
+    prompts = [item["prompt"] for item in items]
+    client = HPSv3Client(served.grpc_url, model=name, concurrency=8)
+    for images in (files, [Image.open(path) for path in files]):
+        for result, item in zip(client.score(images, prompts), items, strict=True):
+            assert result.ok, result.error
+            assert result.model == name and result.mu is None and result.sigma is None
+            assert close(result.score, item["score"]), (name, item["image"], result.score, item["score"])
+    photo = next(item for item in items if item["image"] == "photo_800x600.jpg")
+    pixels = np.asarray(Image.open(IMAGES / "photo_800x600.jpg"))
+    assert close(client.score([pixels], photo["prompt"])[0].score, photo["score"])
+
+
+def test_rewards_gives_every_score_from_one_decode(served: TritonServer, tiny: Path, tiny_judges: Path) -> None:
+    """One request to `rewards` → SCORE_<MODEL> for HPSv3 and each judge, equal to the single-model calls. The
+    decode happens once by construction: `rewards` runs `prepare_all`, which opens the image once (counted here)."""
+    items = GOLDEN["judges"]["pickscore"][:4]
+    client = grpcclient.InferenceServerClient(served.grpc_url)
+    singles = {name: HPSv3Client(served.grpc_url, model=name).score([IMAGES / i["image"] for i in items],
+                                                                     [i["prompt"] for i in items])
+               for name in ("hpsv3", *NAMES)}  # fmt: skip
+    for index, item in enumerate(items):
+        inputs = [grpcclient.InferInput("IMAGE", [1, 1], "BYTES"), grpcclient.InferInput("PROMPT", [1, 1], "BYTES")]
+        inputs[0].set_data_from_numpy(np.array([[(IMAGES / item["image"]).read_bytes()]], dtype=np.object_))
+        inputs[1].set_data_from_numpy(np.array([[item["prompt"].encode()]], dtype=np.object_))
+        response = client.infer("rewards", inputs)
+        for name, results in singles.items():
+            assert close(float(response.as_numpy(score_output(name))[0, 0]), results[index].score), name
+
+    from hpsv3_serve.judges import load_judge
+
+    opened = []
+    original = Image.open
+    judges = {"clip-h": load_judge("clip-h", tiny_judges / "clip-h").judge}
+    try:
+        Image.open = lambda *args, **kwargs: opened.append(1) or original(*args, **kwargs)
+        from hpsv3_serve.limits import DEFAULT_LIMITS
+
+        prepared, patches = prepare_all(
+            judges, (IMAGES / "palette_400.png").read_bytes(), "a fox", DEFAULT_LIMITS, True
+        )
+    finally:
+        Image.open = original
+    assert len(opened) == 1 and set(prepared) == {"clip-h"} and patches.patches.dtype == np.uint8
+
+
+def test_a_bad_item_fails_alone_and_leaks_nothing(served: TritonServer) -> None:
+    good = IMAGES / "square_512.png"
+    client = HPSv3Client(served.grpc_url, model="pickscore", concurrency=3)
+    results = client.score([good, b"not an image", good], ["a fox", "x", "a fox"])
+    assert [r.ok for r in results] == [True, False, True] and results[0].score == pytest.approx(results[2].score)
+    assert results[1].error.startswith("<12 bytes>: IMAGE: ") and "Traceback" not in results[1].error
+    assert "/" not in results[1].error.split("IMAGE: ", 1)[1]
+    grpc = grpcclient.InferenceServerClient(served.grpc_url)
+    inputs = [grpcclient.InferInput("IMAGE", [1, 1], "BYTES"), grpcclient.InferInput("PROMPT", [1, 1], "BYTES")]
+    inputs[0].set_data_from_numpy(np.array([[b"not an image"]], dtype=np.object_))
+    inputs[1].set_data_from_numpy(np.array([[b"a fox"]], dtype=np.object_))
+    with pytest.raises(InferenceServerException) as caught:
+        grpc.infer("rewards", inputs)
+    assert "INVALID_ARGUMENT" in str(caught.value.status()) and caught.value.message().startswith("IMAGE: ")
+    inputs[0].set_data_from_numpy(np.array([[good.read_bytes()]], dtype=np.object_))
+    inputs[1].set_data_from_numpy(np.array([[b"\xff\xfe"]], dtype=np.object_))
+    with pytest.raises(InferenceServerException) as caught:
+        grpc.infer("rewards", inputs)
+    assert caught.value.message().startswith("PROMPT: not valid UTF-8")
+
+
+def test_cli_scores_on_the_endpoint_with_another_model(served: TritonServer, capsys: pytest.CaptureFixture) -> None:
+    from hpsv3_serve.cli import main
+
+    item = GOLDEN["judges"]["clip-h"][0]
+    args = ["score", str(IMAGES / item["image"]), "--prompt", item["prompt"], "--model", "clip-h",
+            "--endpoint", served.grpc_url, "--format", "jsonl"]  # fmt: skip
+    assert main(args) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["model"] == "clip-h" and close(row["score"], item["score"])
