@@ -153,3 +153,18 @@ def test_cli_scores_on_the_endpoint_with_another_model(served: TritonServer, cap
     assert main(args) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["model"] == "clip-h" and close(row["score"], item["score"])
+
+
+def test_serve_models_flags() -> None:
+    from hpsv3_serve.cli import _served_judges, build_parser
+
+    def parse(*args: str):
+        return _served_judges(build_parser().parse_args(["serve", *args]))
+
+    assert parse() == ()
+    assert parse("--models", "hpsv3,pickscore,clip-h", "--judge-weights", "pickscore=/w", "--judge-base",
+                 "pickscore=/b") == (JudgeSource("pickscore", "/w", "/b"), JudgeSource("clip-h"))  # fmt: skip
+    for bad in (["--models", "nope"], ["--models", "clip-h", "--judge-weights", "pickscore=/w"],
+                ["--models", "clip-h", "--judge-base", "clip-h"], ["--judge-weights", "hpsv3=/w"]):  # fmt: skip
+        with pytest.raises(RepositoryError):
+            parse(*bad)
