@@ -7,7 +7,8 @@ and go to the `hpsv3_patches` twin as uint8 PATCHES + GRID_THW: no encoding, no 
 
 `model=` picks the served reward model: "hpsv3" (results carry mu and sigma; `.score` is mu) or another judge that
 `hpsv3 serve --models` serves ("pickscore", "clip-h", "aesthetic", "hpsv2", ...: results are `JudgeResult`s whose
-`.score` is the model's SCORE, mu and sigma None). Judges take IMAGE only: images held in memory go to them as
+`.score` is the model's SCORE, mu and sigma None), or "rewards" (every served model's score of each item from one
+request: `RewardsResult.scores`, model name → score). Judges take IMAGE only: images held in memory go to them as
 lossless PNG (TIFF for modes PNG cannot hold), in their own mode, so a judge sees the pixels the in-process judge
 would.
 
@@ -48,6 +49,7 @@ from hpsv3_serve.inputs import (
 )
 from hpsv3_serve.judges import JUDGES
 from hpsv3_serve.judges.base import JudgeResult, check_text
+from hpsv3_serve.judges.served import RewardsResult, score_output
 from hpsv3_serve.limits import DEFAULT_LIMITS, InputLimits
 from hpsv3_serve.pixels import image_items, is_array
 from hpsv3_serve.prompt import check_prompt
@@ -194,6 +196,7 @@ class HPSv3Client:
         self.url = ",".join(endpoint.url for endpoint in self.endpoints)
         self.model = model
         self.judge = model in JUDGES and model != "hpsv3"  # SCORE from IMAGE + PROMPT, no patches route
+        self.rewards = model == "rewards"  # SCORE_<MODEL> for every served model, same inputs
         self.concurrency = max(1, concurrency)
         self.timeout_s = timeout_s
         self.retries = max(0, retries)
@@ -321,7 +324,8 @@ class HPSv3Client:
             self._mark_down(endpoint, f"model {self.model!r} not ready")
             return ModelNotReadyError, (
                 f"the server at {endpoint.url} answers but model {self.model!r} is not ready (still loading, or not "
-                "served there: check the model name; hpsv3 serve's ensemble is 'hpsv3')"
+                "served there: check the model name; hpsv3 serve's ensemble is 'hpsv3', other reward models and "
+                "'rewards' come with hpsv3 serve --models)"
             )
         endpoint.checked, endpoint.failures = True, 0
         return None
@@ -370,9 +374,12 @@ class HPSv3Client:
 
     # -- scoring -------------------------------------------------------------------------------------------
 
-    async def _score_judge(self, image: ImageInput, prompt: str) -> JudgeResult:
-        """One item on another reward model: IMAGE (encoded) + PROMPT → SCORE."""
-        result = JudgeResult(describe(image), printable(prompt), self.model)
+    async def _score_judge(self, image: ImageInput, prompt: str) -> JudgeResult | RewardsResult:
+        """One item on another reward model (IMAGE, encoded, + PROMPT → SCORE) or on `rewards` (→ SCORE_<MODEL>)."""
+        if self.rewards:
+            result = RewardsResult(describe(image), printable(prompt))
+        else:
+            result = JudgeResult(describe(image), printable(prompt), self.model)
         try:
             text = check_text(prompt, self.limits).encode("utf-8")
             data = await asyncio.to_thread(encoded_image, image, self.limits)
@@ -385,7 +392,13 @@ class HPSv3Client:
         inputs = [_tensor_input("IMAGE", np.array([[data]], dtype=np.object_)),
                   _tensor_input("PROMPT", np.array([[text]], dtype=np.object_))]  # fmt: skip
         try:
-            result.score = _scalar(await self._call("infer", self.model, inputs), "SCORE")
+            response = await self._call("infer", self.model, inputs)
+            if self.rewards:
+                names = {score_output(name): name for name in JUDGES}
+                outputs = [output.name for output in response.get_response().outputs]
+                result.scores = {names.get(out, out): _scalar(response, out) for out in outputs}
+            else:
+                result.score = _scalar(response, "SCORE")
         except InferenceServerException as exc:
             result.error = f"{result.image}: {self._reason(exc)}"
         except ValueError as exc:
@@ -397,8 +410,8 @@ class HPSv3Client:
         reason = f"timed out after {self.timeout_s:g} s" if "DEADLINE_EXCEEDED" in status else exc.message()
         return ENSEMBLE_PREFIX.sub("", reason or "")  # "in ensemble 'hpsv3', IMAGE: ..." → "IMAGE: ..."
 
-    async def _score_one(self, image: ImageInput, prompt: str) -> ScoreResult | JudgeResult:
-        if self.judge:
+    async def _score_one(self, image: ImageInput, prompt: str) -> ScoreResult | JudgeResult | RewardsResult:
+        if self.judge or self.rewards:
             return await self._score_judge(image, prompt)
         result = ScoreResult(image=describe(image), prompt=printable(prompt))
         try:
@@ -426,7 +439,7 @@ class HPSv3Client:
 
     async def score_async(
         self, images: Sequence[ImageInput], prompts: str | Sequence[str], progress: bool = False
-    ) -> list[ScoreResult | JudgeResult]:
+    ) -> list[ScoreResult | JudgeResult | RewardsResult]:
         """Score every pair, in input order; failed items carry `error` (the server's message) and no scores.
 
         `images`: a list of paths, URLs, bytes, PIL images, numpy arrays or torch tensors (uint8, or float in [0, 1]:
@@ -444,7 +457,7 @@ class HPSv3Client:
         slots = asyncio.Semaphore(self.concurrency)
         bar = tqdm(total=len(images), unit="img", disable=None if progress else True)
 
-        async def one(image: ImageInput, prompt: str) -> ScoreResult | JudgeResult:
+        async def one(image: ImageInput, prompt: str) -> ScoreResult | JudgeResult | RewardsResult:
             async with slots:
                 result = await self._score_one(image, prompt)
             bar.update(1)
@@ -461,10 +474,10 @@ class HPSv3Client:
 
     def score(
         self, images: Sequence[ImageInput], prompts: str | Sequence[str], progress: bool = False
-    ) -> list[ScoreResult | JudgeResult]:
+    ) -> list[ScoreResult | JudgeResult | RewardsResult]:
         """Blocking `score_async` (runs its own event loop; in a thread if this one already runs a loop)."""
 
-        async def run() -> list[ScoreResult | JudgeResult]:
+        async def run() -> list[ScoreResult | JudgeResult | RewardsResult]:
             try:
                 return await self.score_async(images, prompts, progress)
             finally:

@@ -61,7 +61,9 @@ class HPSv3Reward:
     - `info`: `mu` and `sigma` (float32 [B]), `errors` (per item: None or the reason), `failed` (indices).
     - A failed item never sinks the others: with `failed_score` set, it gets that score and is listed in `info`;
       without it (the default), the call raises `RewardError`, which carries every item's scores and errors.
-    - `client_options` go to `HPSv3Client` (model, concurrency, timeout_s, retries, TLS, headers).
+    - `client_options` go to `HPSv3Client` (model, concurrency, timeout_s, retries, TLS, headers). With `model=`
+      another judge served by `hpsv3 serve --models` ("pickscore", ...), `scores` and `info["mu"]` hold its SCORE
+      and `info["sigma"]` is NaN (no `sigma_penalty`: only HPSv3 has a sigma).
     """
 
     def __init__(
@@ -74,6 +76,8 @@ class HPSv3Reward:
     ) -> None:
         self.client = HPSv3Client(url, **client_options)
         self.sigma_penalty = float(sigma_penalty)
+        if self.sigma_penalty and self.client.model != "hpsv3":
+            raise ValueError(f"sigma_penalty needs HPSv3's sigma; model {self.client.model!r} gives a score only")
         self.failed_score = failed_score
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -119,7 +123,8 @@ class HPSv3Reward:
         sigma = np.full(len(items), np.nan, SCORE_DTYPE)
         for index, result in zip(good, results, strict=True):
             if result.ok:
-                mu[index], sigma[index] = result.mu, result.sigma
+                mu[index] = result.score  # mu for HPSv3; another served judge's SCORE (model=...), without sigma
+                sigma[index] = np.nan if result.sigma is None else result.sigma
             else:
                 errors[index] = f"images[{index}]: {result.error}"
         scores = mu - SCORE_DTYPE(self.sigma_penalty) * sigma if self.sigma_penalty else mu.copy()

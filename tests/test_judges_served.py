@@ -15,7 +15,7 @@ import tritonclient.grpc as grpcclient
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from hpsv3_client import HPSv3Client
+from hpsv3_client import HPSv3Client, HPSv3Reward
 from hpsv3_repository.build import JudgeSource, RepositoryError, render, settings_for_checkpoint
 from hpsv3_repository.launcher import TritonServer
 from hpsv3_serve.judges.served import prepare_all, score_output
@@ -105,6 +105,16 @@ def test_rewards_gives_every_score_from_one_decode(served: TritonServer, tiny: P
         response = client.infer("rewards", inputs)
         for name, results in singles.items():
             assert close(float(response.as_numpy(score_output(name))[0, 0]), results[index].score), name
+    pixels = [np.asarray(Image.open(IMAGES / item["image"]).convert("RGB")) for item in items]
+    both = HPSv3Client(served.grpc_url, model="rewards").score(pixels, [item["prompt"] for item in items])
+    assert all(result.ok and set(result.scores) == {"hpsv3", *NAMES} for result in both)
+    reward = HPSv3Reward(served.grpc_url, model="pickscore")
+    try:
+        scores, info = reward(pixels, [item["prompt"] for item in items])
+    finally:
+        reward.close()
+    assert all(close(float(score), result.scores["pickscore"]) for score, result in zip(scores, both, strict=True))
+    assert np.isnan(info["sigma"]).all()
 
     from hpsv3_serve.judges import load_judge
 

@@ -2,6 +2,7 @@
 
 - `score_output(name)`: the tensor of the `rewards` model that carries model `name`'s score (`SCORE_PICKSCORE`,
   `SCORE_CLIP_H`, `SCORE_HPSV2_1`, `SCORE_HPSV3` = HPSv3's mu).
+- `RewardsResult`: what `HPSv3Client(model="rewards")` returns per item: every served model's score by name.
 - `prepare_all`: one encoded image and prompt → each judge's prepared item and HPSv3's patches, from a single
   decode (judges `prepare` a PIL image as it is; HPSv3's `prepare_image` converts it to RGB as its preprocess does).
 """
@@ -9,6 +10,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..inputs import PreparedImage, open_image, prepare_image
@@ -18,6 +20,26 @@ from ..limits import InputLimits
 def score_output(name: str) -> str:
     """The `rewards` model's output tensor for model `name`."""
     return "SCORE_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+
+
+@dataclass
+class RewardsResult:
+    """Every served model's score of one (image, prompt) pair (`scores`: model name → score; hpsv3's is mu), or why
+    the pair could not be scored."""
+
+    image: str
+    prompt: str
+    scores: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    model = "rewards"
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict:
+        data = {"image": self.image, "prompt": self.prompt, "model": self.model}
+        return data | ({"error": self.error} if self.error else {"scores": self.scores})
 
 
 def prepare_all(
