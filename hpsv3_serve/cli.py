@@ -211,6 +211,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             http_address=args.http_address, metrics_address=args.metrics_address,
         )  # fmt: skip
         options.judges = _served_judges(args)
+        if options.judges:
+            names = ", ".join(judge.name for judge in options.judges)
+            print(f"hpsv3 serve: also serving {names} (hpsv3 score --model NAME) and rewards (every score at once)")
         server = prepare_server(*_resolve_models(args), args.workdir or default_workdir(), options)
         return serve_forever(server)
     except HPSv3Error as exc:

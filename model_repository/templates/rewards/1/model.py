@@ -77,11 +77,8 @@ class TritonPythonModel:
                 responses[index] = error_response(pb_utils, "rewards", exc, tensor)
         indices = list(prepared)
         outcomes = {index: {} for index in indices}
-        hpsv3 = await asyncio.gather(
-            *(self._hpsv3(prepared[i][1], prepared[i][2]) for i in indices), return_exceptions=True
-        )
-        for index, outcome in zip(indices, hpsv3, strict=True):
-            outcomes[index]["hpsv3"] = outcome
+        hpsv3 = asyncio.gather(*(self._hpsv3(prepared[i][1], prepared[i][2]) for i in indices), return_exceptions=True)
+        await asyncio.sleep(0)  # the HPSv3 requests are sent; the server scores them while the judges run here
         for name in self.judges:
             try:
                 scores = self._score(name, [prepared[i][0][name] for i in indices])
@@ -89,6 +86,8 @@ class TritonPythonModel:
                 scores = [exc] * len(indices)
             for index, outcome in zip(indices, scores, strict=True):
                 outcomes[index][name] = outcome
+        for index, outcome in zip(indices, await hpsv3, strict=True):
+            outcomes[index] = {"hpsv3": outcome} | outcomes[index]
         for index in indices:
             failed = [value for value in outcomes[index].values() if isinstance(value, BaseException)]
             if failed:
