@@ -1,0 +1,109 @@
+"""The CLIP judges' towers (`hpsv3_serve.judges`) → ONNX, verified against the torch judge (a first step towards
+serving them on ONNX Runtime; the Triton judge models still run torch).
+
+- `image.onnx`: `PIXELS` float32 [B, 3, S, S] (the judge's own preprocessing) → `IMAGE_EMBEDS`, L2-normalised; for
+  the aesthetic judge → `SCORE` [B] (normalised embeds through the MLP).
+- `text.onnx` (judges that read the prompt): `INPUT_IDS`, `ATTENTION_MASK` int64 [B, L] → `TEXT_EMBEDS`,
+  L2-normalised. The score is their dot product (PickScore: times `logit_scale`, in `judge.json`).
+
+torch.onnx's TorchScript exporter (opset 17) traces transformers' CLIPModel cleanly (the dynamo exporter is not
+needed for these plain ViTs); batch and prompt length are dynamic.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import torch
+from torch import nn
+
+from hpsv3_serve.judges.clip_judges import AestheticJudge, ClipItem, ClipJudge, PickScoreJudge
+
+OPSET = 17
+IMAGE_FILE, TEXT_FILE, MANIFEST = "image.onnx", "text.onnx", "judge.json"
+
+
+def _normalised(embeds: torch.Tensor) -> torch.Tensor:
+    return embeds / embeds.norm(dim=-1, keepdim=True)
+
+
+class ImageTower(nn.Module):
+    """Pixels → the judge's L2-normalised image embeds (the aesthetic judge: its score)."""
+
+    def __init__(self, judge: ClipJudge) -> None:
+        super().__init__()
+        self.model, self.mlp = judge.model, getattr(judge, "mlp", None)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.mlp is None:
+            return _normalised(self.model.visual_projection(self.model.vision_model(pixel_values=pixels).pooler_output))
+        embeds = self.model(pixel_values=pixels).image_embeds.float()
+        norms = embeds.norm(dim=-1, keepdim=True)
+        return self.mlp(embeds / torch.where(norms == 0, torch.ones_like(norms), norms))[:, 0]
+
+
+class TextTower(nn.Module):
+    """Token ids + mask → the judge's L2-normalised text embeds."""
+
+    def __init__(self, judge: ClipJudge) -> None:
+        super().__init__()
+        self.model = judge.model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        output = self.model.text_model(input_ids=input_ids, attention_mask=attention_mask)
+        return _normalised(self.model.text_projection(output.pooler_output))
+
+
+def export_judge(judge: ClipJudge, out: Path) -> Path:
+    """Write `image.onnx`, `text.onnx` (if the judge reads prompts) and `judge.json` for `judge` into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    size = judge.image_size
+    pixels = torch.zeros((2, 3, size, size), dtype=judge.model.dtype)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on transformers' shape checks (fixed here by design)
+        torch.onnx.export(
+            ImageTower(judge).eval(), (pixels,), str(out / IMAGE_FILE), input_names=["PIXELS"],
+            output_names=["SCORE" if isinstance(judge, AestheticJudge) else "IMAGE_EMBEDS"],
+            dynamic_axes={"PIXELS": {0: "batch"}}, opset_version=OPSET, dynamo=False,
+        )  # fmt: skip
+        if judge.reads_prompt:
+            ids = torch.tensor([[49406, 320, 49407, 0], [49406, 320, 539, 49407]], dtype=torch.long)
+            mask = (torch.arange(4)[None] <= torch.tensor([[2], [3]])).long()
+            torch.onnx.export(
+                TextTower(judge).eval(), (ids, mask), str(out / TEXT_FILE),
+                input_names=["INPUT_IDS", "ATTENTION_MASK"], output_names=["TEXT_EMBEDS"],
+                dynamic_axes={"INPUT_IDS": {0: "batch", 1: "length"}, "ATTENTION_MASK": {0: "batch", 1: "length"}},
+                opset_version=OPSET, dynamo=False,
+            )  # fmt: skip
+    scale = float(judge.model.logit_scale.detach().exp()) if isinstance(judge, PickScoreJudge) else 1.0
+    manifest = {"judge": judge.name, "image_size": size, "reads_prompt": judge.reads_prompt, "scale": scale}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+class OnnxTowers:
+    """The exported towers in ONNX Runtime: `score_batch(items)` over a judge's prepared `ClipItem`s."""
+
+    def __init__(self, folder: Path, threads: int = 0) -> None:
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        self.manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        session = lambda name: onnxruntime.InferenceSession(str(folder / name), options, ["CPUExecutionProvider"])  # noqa: E731
+        self.image = session(IMAGE_FILE)
+        self.text = session(TEXT_FILE) if self.manifest["reads_prompt"] else None
+
+    def score_batch(self, items: list[ClipItem]) -> list[float]:
+        image = self.image.run(None, {"PIXELS": np.stack([item.pixels for item in items])})[0]
+        if self.text is None:
+            return image.astype(np.float64).tolist()
+        width = max(len(item.token_ids) for item in items)
+        ids = np.zeros((len(items), width), np.int64)
+        mask = np.zeros((len(items), width), np.int64)
+        for row, item in enumerate(items):
+            ids[row, : len(item.token_ids)], mask[row, : len(item.token_ids)] = item.token_ids, 1
+        text = self.text.run(None, {"INPUT_IDS": ids, "ATTENTION_MASK": mask})[0]
+        return (self.manifest["scale"] * (image * text).sum(axis=-1)).astype(np.float64).tolist()

@@ -1,0 +1,37 @@
+"""The CLIP judges' towers exported to ONNX give the torch judge's scores (1e-5) on the golden items, batched with
+prompts of different lengths (export/judges_onnx.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hpsv3_export.judges_onnx import OnnxTowers, export_judge
+from hpsv3_serve.judges import load_judge
+from hpsv3_serve.judges.tiny import make_tiny_judges
+
+from .conftest import IMAGES
+
+GOLDEN = json.loads((Path(__file__).parent / "golden" / "official_judges_tiny.json").read_text(encoding="utf-8"))
+SOURCES = {"pickscore": ("pickscore", "clip-h"), "clip-h": ("clip-h", None),
+           "aesthetic": ("aesthetic-mlp.safetensors", "clip-l"), "hpsv2": ("hpsv2.safetensors", "clip-h")}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_judges(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_judges(tmp_path_factory.mktemp("tiny-judges"))
+
+
+@pytest.mark.parametrize("name", list(SOURCES))
+def test_onnx_towers_match_the_torch_judge(tiny_judges: Path, tmp_path: Path, name: str) -> None:
+    weights, base = SOURCES[name]
+    judge = load_judge(name, tiny_judges / weights, base and tiny_judges / base).judge
+    towers = OnnxTowers(export_judge(judge, tmp_path / name))
+    items = [judge.prepare(IMAGES / item["image"], item["prompt"]) for item in GOLDEN["judges"][name]]
+    for got, want, item in zip(
+        towers.score_batch(items), judge.score_batch(items), GOLDEN["judges"][name], strict=True
+    ):
+        assert abs(got - want) <= 1e-5 * max(1.0, abs(want)), (item["image"], got, want)
+        assert abs(got - item["score"]) <= 1e-5 * max(1.0, abs(item["score"]))
