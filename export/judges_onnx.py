@@ -1,5 +1,5 @@
-"""The CLIP judges' towers (`hpsv3_serve.judges`) → ONNX, verified against the torch judge (a first step towards
-serving them on ONNX Runtime; the Triton judge models still run torch).
+"""The CLIP judges' towers (`hpsv3_serve.judges`) → ONNX, verified against the torch judge;
+`hpsv3_serve.judges.onnx_judge.OnnxJudge` scores with them (prepare as the torch judge, no torch weights loaded).
 
 - `image.onnx`: `PIXELS` float32 [B, 3, S, S] (the judge's own preprocessing) → `IMAGE_EMBEDS`, L2-normalised; for
   the aesthetic judge → `SCORE` [B] (normalised embeds through the MLP).
@@ -16,15 +16,13 @@ import json
 import warnings
 from pathlib import Path
 
-import numpy as np
-import onnxruntime
 import torch
 from torch import nn
 
-from hpsv3_serve.judges.clip_judges import AestheticJudge, ClipItem, ClipJudge, PickScoreJudge
+from hpsv3_serve.judges.clip_judges import AestheticJudge, ClipJudge, PickScoreJudge
+from hpsv3_serve.judges.onnx_judge import IMAGE_FILE, MANIFEST, TEXT_FILE
 
 OPSET = 17
-IMAGE_FILE, TEXT_FILE, MANIFEST = "image.onnx", "text.onnx", "judge.json"
 
 
 def _normalised(embeds: torch.Tensor) -> torch.Tensor:
@@ -59,7 +57,8 @@ class TextTower(nn.Module):
 
 
 def export_judge(judge: ClipJudge, out: Path) -> Path:
-    """Write `image.onnx`, `text.onnx` (if the judge reads prompts) and `judge.json` for `judge` into `out`."""
+    """Write `image.onnx`, `text.onnx` and `tokenizer.json` (if the judge reads prompts) and `judge.json` for `judge`
+    into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     size = judge.image_size
     pixels = torch.zeros((2, 3, size, size), dtype=judge.model.dtype)
@@ -79,31 +78,8 @@ def export_judge(judge: ClipJudge, out: Path) -> Path:
                 dynamic_axes={"INPUT_IDS": {0: "batch", 1: "length"}, "ATTENTION_MASK": {0: "batch", 1: "length"}},
                 opset_version=OPSET, dynamo=False,
             )  # fmt: skip
+            judge.tokenizer.save(str(out / "tokenizer.json"))
     scale = float(judge.model.logit_scale.detach().exp()) if isinstance(judge, PickScoreJudge) else 1.0
     manifest = {"judge": judge.name, "image_size": size, "reads_prompt": judge.reads_prompt, "scale": scale}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return out
-
-
-class OnnxTowers:
-    """The exported towers in ONNX Runtime: `score_batch(items)` over a judge's prepared `ClipItem`s."""
-
-    def __init__(self, folder: Path, threads: int = 0) -> None:
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        self.manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-        session = lambda name: onnxruntime.InferenceSession(str(folder / name), options, ["CPUExecutionProvider"])  # noqa: E731
-        self.image = session(IMAGE_FILE)
-        self.text = session(TEXT_FILE) if self.manifest["reads_prompt"] else None
-
-    def score_batch(self, items: list[ClipItem]) -> list[float]:
-        image = self.image.run(None, {"PIXELS": np.stack([item.pixels for item in items])})[0]
-        if self.text is None:
-            return image.astype(np.float64).tolist()
-        width = max(len(item.token_ids) for item in items)
-        ids = np.zeros((len(items), width), np.int64)
-        mask = np.zeros((len(items), width), np.int64)
-        for row, item in enumerate(items):
-            ids[row, : len(item.token_ids)], mask[row, : len(item.token_ids)] = item.token_ids, 1
-        text = self.text.run(None, {"INPUT_IDS": ids, "ATTENTION_MASK": mask})[0]
-        return (self.manifest["scale"] * (image * text).sum(axis=-1)).astype(np.float64).tolist()

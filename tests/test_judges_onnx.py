@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from hpsv3_export.judges_onnx import OnnxTowers, export_judge
+from hpsv3_export.judges_onnx import export_judge
 from hpsv3_serve.judges import load_judge
+from hpsv3_serve.judges.onnx_judge import OnnxJudge
 from hpsv3_serve.judges.tiny import make_tiny_judges
 
 from .conftest import IMAGES
@@ -26,12 +27,16 @@ def tiny_judges(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("name", list(SOURCES))
 def test_onnx_towers_match_the_torch_judge(tiny_judges: Path, tmp_path: Path, name: str) -> None:
+    """OnnxJudge prepares exactly as the torch judge (no torch weights loaded) and scores as it does."""
     weights, base = SOURCES[name]
     judge = load_judge(name, tiny_judges / weights, base and tiny_judges / base).judge
-    towers = OnnxTowers(export_judge(judge, tmp_path / name))
-    items = [judge.prepare(IMAGES / item["image"], item["prompt"]) for item in GOLDEN["judges"][name]]
-    for got, want, item in zip(
-        towers.score_batch(items), judge.score_batch(items), GOLDEN["judges"][name], strict=True
-    ):
+    onnx = OnnxJudge(export_judge(judge, tmp_path / name))
+    golden = GOLDEN["judges"][name]
+    items = [judge.prepare(IMAGES / item["image"], item["prompt"]) for item in golden]
+    prepared = [onnx.prepare(IMAGES / item["image"], item["prompt"]) for item in golden]
+    assert all(
+        a.token_ids == b.token_ids and (a.pixels == b.pixels).all() for a, b in zip(items, prepared, strict=True)
+    )
+    for got, want, item in zip(onnx.score_batch(prepared), judge.score_batch(items), golden, strict=True):
         assert abs(got - want) <= 1e-5 * max(1.0, abs(want)), (item["image"], got, want)
         assert abs(got - item["score"]) <= 1e-5 * max(1.0, abs(item["score"]))
