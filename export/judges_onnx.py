@@ -16,9 +16,12 @@ import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
+from hpsv3_serve.errors import ModelLoadError
 from hpsv3_serve.judges.clip_judges import AestheticJudge, ClipJudge, PickScoreJudge
 from hpsv3_serve.judges.onnx_judge import IMAGE_FILE, MANIFEST, TEXT_FILE
 
@@ -56,9 +59,10 @@ class TextTower(nn.Module):
         return _normalised(self.model.text_projection(output.pooler_output))
 
 
-def export_judge(judge: ClipJudge, out: Path) -> Path:
+def export_judge(judge: ClipJudge, out: Path, tolerance: float = 1e-5) -> Path:
     """Write `image.onnx`, `text.onnx` and `tokenizer.json` (if the judge reads prompts) and `judge.json` for `judge`
-    into `out`."""
+    into `out`; refused when ONNX Runtime's score of a test image is off torch's by more than `tolerance`
+    (relative to max(1, |score|))."""
     out.mkdir(parents=True, exist_ok=True)
     size = judge.image_size
     pixels = torch.zeros((2, 3, size, size), dtype=judge.model.dtype)
@@ -79,7 +83,15 @@ def export_judge(judge: ClipJudge, out: Path) -> Path:
                 opset_version=OPSET, dynamo=False,
             )  # fmt: skip
             judge.tokenizer.save(str(out / "tokenizer.json"))
+    from hpsv3_serve.judges.onnx_judge import OnnxJudge  # the parity check: a test image, torch vs ONNX Runtime
+
     scale = float(judge.model.logit_scale.detach().exp()) if isinstance(judge, PickScoreJudge) else 1.0
     manifest = {"judge": judge.name, "image_size": size, "reads_prompt": judge.reads_prompt, "scale": scale}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    gradient = np.linspace(0, 255, 3 * 200 * 300).reshape(200, 300, 3).astype(np.uint8)
+    item = judge.prepare(Image.fromarray(gradient), "a photo of a red fox in the snow")
+    want, got = judge.score_batch([item])[0], OnnxJudge(out).score_batch([item])[0]
+    if abs(got - want) > tolerance * max(1.0, abs(want)):
+        raise ModelLoadError(f"{judge.name}: ONNX Runtime scores {got} where torch scores {want}; export refused")
+    (out / MANIFEST).write_text(json.dumps(manifest | {"parity": abs(got - want)}, indent=2) + "\n", encoding="utf-8")
     return out

@@ -322,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(score)
     score.add_argument("--model", default="hpsv3", choices=list(JUDGES),
                        help="reward model; for another than hpsv3, --checkpoint / --base name its weights and base "
-                       "(default: its hub ids; see README, Other reward models)")  # fmt: skip
+                       "(default: its hub ids; see README, Other reward models); with --endpoint, the served "
+                       "model of that name (hpsv3 serve --models)")  # fmt: skip
     score.add_argument(
         "--backend", choices=BACKENDS,
         help="in-process engine: torch (the reference), fast (the same weights run lean: fused layers, last layer "

@@ -97,6 +97,7 @@ class JudgeSource:
     name: str
     weights: str = ""
     base: str = ""
+    onnx: str = ""  # its towers exported (export/judges_onnx.py): scored on ONNX Runtime; empty: torch on CPU
 
 
 class RepositoryError(HPSv3Error, ValueError):
@@ -189,11 +190,12 @@ def _render_judges(staging: Path, judges: Sequence[JudgeSource], values: dict[st
         return json.dumps(text)[1:-1]
 
     for judge in judges:
-        fields = {"judge": judge.name, "judge_weights": quoted(judge.weights), "judge_base": quoted(judge.base)}
+        fields = {"judge": judge.name, "judge_weights": quoted(judge.weights), "judge_base": quoted(judge.base),
+                  "judge_onnx": quoted(judge.onnx)}  # fmt: skip
         write(JUDGE_TEMPLATE, judge.name, values | fields)
     names = ["hpsv3", *(judge.name for judge in judges)]
     outputs = ",\n".join(f'  {{ name: "{score_output(name)}", data_type: TYPE_FP32, dims: [ 1 ] }}' for name in names)
-    sources = json.dumps([{"name": j.name, "weights": j.weights, "base": j.base} for j in judges])
+    sources = json.dumps([asdict(judge) for judge in judges])
     write(REWARDS, REWARDS, values | {"outputs": outputs, "judges": quoted(sources)})
 
 

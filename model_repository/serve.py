@@ -68,6 +68,43 @@ def ensure_artifacts(checkpoint: Path, base: Path, workdir: Path, say: Callable[
     return artifacts
 
 
+def _source_key(judge: JudgeSource) -> dict:
+    """What a judge's export depends on: its sources as given, and (path, size, mtime) of every local file."""
+    files = []
+    for spec in filter(None, (judge.weights, judge.base)):
+        path = Path(spec).expanduser()
+        found = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path] if path.is_file() else []
+        files += [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in found]
+    return {"name": judge.name, "weights": judge.weights, "base": judge.base, "files": files}
+
+
+def export_judges(
+    judges: tuple[JudgeSource, ...], workdir: Path, say: Callable[[str], None] = print
+) -> tuple[JudgeSource, ...]:
+    """Each judge with its towers exported to ONNX under `workdir/judges/NAME` (verified against torch), reused
+    while its sources are unchanged (hub ids: as given; pin a revision for a fixed download)."""
+    import json
+    from dataclasses import replace
+
+    from hpsv3_export.judges_onnx import export_judge
+    from hpsv3_serve.judges import load_judge
+
+    exported = []
+    for judge in judges:
+        folder, key = workdir / "judges" / judge.name, _source_key(judge)
+        record = folder / "source.json"
+        if record.is_file() and json.loads(record.read_text(encoding="utf-8")) == key:
+            say(f"reusing {judge.name}'s ONNX towers in {folder} (sources unchanged)")
+        else:
+            say(f"exporting {judge.name}'s towers to ONNX in {folder} (verified against torch) ...")
+            record.unlink(missing_ok=True)
+            with load_judge(judge.name, judge.weights or None, judge.base or None) as scorer:
+                export_judge(scorer.judge, folder)
+            record.write_text(json.dumps(key), encoding="utf-8")  # last: a killed export is redone
+        exported.append(replace(judge, onnx=str(folder)))
+    return tuple(exported)
+
+
 def prepare_server(checkpoint: Path, base: Path, workdir: Path, options: ServeOptions) -> TritonServer:
     """Artifacts + rendered CPU repository + a configured (not yet started) server."""
     artifacts = ensure_artifacts(checkpoint, base, workdir)
@@ -81,7 +118,8 @@ def prepare_server(checkpoint: Path, base: Path, workdir: Path, options: ServeOp
         max_prompt_bytes=options.limits.max_prompt_bytes,
         max_queue_size=options.max_queue_size,
     )
-    repository = render("cpu", settings, workdir / "repository", judges=options.judges)
+    judges = export_judges(options.judges, workdir)
+    repository = render("cpu", settings, workdir / "repository", judges=judges)
     return TritonServer(
         repository,
         host=options.host,

@@ -18,6 +18,7 @@ from tritonclient.utils import InferenceServerException
 from hpsv3_client import HPSv3Client, HPSv3Reward
 from hpsv3_repository.build import JudgeSource, RepositoryError, render, settings_for_checkpoint
 from hpsv3_repository.launcher import TritonServer
+from hpsv3_repository.serve import export_judges
 from hpsv3_serve.judges.served import prepare_all, score_output
 from hpsv3_serve.judges.tiny import make_tiny_judges
 
@@ -46,25 +47,39 @@ def judge_sources(tiny: Path) -> list[JudgeSource]:
     ]
 
 
+def test_serve_exports_each_judge_once(tiny_judges: Path, tmp_path: Path) -> None:
+    """`hpsv3 serve` exports the towers (checked against torch) and reuses them while the sources are unchanged."""
+    said: list[str] = []
+    first = export_judges(tuple(judge_sources(tiny_judges)[:1]), tmp_path, said.append)
+    assert first[0].onnx == str(tmp_path / "judges" / "pickscore") and "exporting" in said[0]
+    assert export_judges(tuple(judge_sources(tiny_judges)[:1]), tmp_path, said.append) == first
+    assert "reusing" in said[1]
+
+
 @pytest.fixture(scope="module")
 def served(
     tiny: Path, tiny_checkpoint: Path, tiny_judges: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TritonServer]:
-    """HPSv3 (the torch engine's two steps, on CPU: no export) beside the four tiny judges and `rewards`."""
+    """HPSv3 (the torch engine's two steps, on CPU: no export) beside the four tiny judges (three on ONNX Runtime,
+    hpsv2 on torch) and `rewards`."""
     settings = settings_for_checkpoint(
         tiny_checkpoint, tiny / "base", device="cpu", torch_dtype="float32", preprocess_instances=1
     )
-    out = tmp_path_factory.mktemp("judges") / "repo"
-    repository = render("gpu", settings, out, "torch", judges=judge_sources(tiny_judges))
+    workdir = tmp_path_factory.mktemp("judges")
+    onnx = export_judges(tuple(judge_sources(tiny_judges)[:3]), workdir, lambda text: None)
+    judges = [*onnx, judge_sources(tiny_judges)[3]]  # hpsv2 stays on torch: both kinds of judge model are served
+    repository = render("gpu", settings, workdir / "repo", "torch", judges=judges)
     yield from _running(repository, tmp_path_factory.mktemp("judges-triton"))
 
 
 def test_render_adds_a_model_per_judge_and_rewards(tiny: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
     settings = settings_for_checkpoint(tiny_checkpoint, tiny / "base", device="cpu", torch_dtype="float32")
-    out = render("gpu", settings, tmp_path / "repo", "torch", judges=[JudgeSource("pickscore"), JudgeSource("hpsv2.1")])
+    judges = [JudgeSource("pickscore", onnx="/exported/pickscore"), JudgeSource("hpsv2.1")]
+    out = render("gpu", settings, tmp_path / "repo", "torch", judges=judges)
     names = sorted(path.name for path in out.iterdir())
     assert names == ["hpsv2.1", "hpsv3", "hpsv3_patches", "pickscore", "preprocess", "preprocess_patches",
                      "reward_model", "rewards"]  # fmt: skip
+    assert '"/exported/pickscore"' in (out / "pickscore" / "config.pbtxt").read_text()
     rewards = (out / "rewards" / "config.pbtxt").read_text()
     assert all(f'"{score_output(name)}"' in rewards for name in ("hpsv3", "pickscore", "hpsv2.1"))
     assert score_output("hpsv2.1") == "SCORE_HPSV2_1" and f"max_batch_size: {settings.max_batch_size}\n" in rewards

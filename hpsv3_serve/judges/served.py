@@ -42,6 +42,22 @@ class RewardsResult:
         return data | ({"error": self.error} if self.error else {"scores": self.scores})
 
 
+def served_judge(name: str, weights: str, base: str, onnx: str, limits: InputLimits):
+    """The judge a Triton model runs: the exported towers on ONNX Runtime when `onnx` names their folder, else the
+    torch judge from `weights` / `base` (empty: its hub ids) on CPU."""
+    if onnx:
+        from pathlib import Path
+
+        from .onnx_judge import OnnxJudge
+
+        return OnnxJudge(Path(onnx), limits)
+    from . import load_judge
+
+    scorer = load_judge(name, weights or None, base or None, limits=limits)
+    scorer.close()  # prepare + score_batch are used directly; the scorer's threads are not needed
+    return scorer.judge
+
+
 def prepare_all(
     judges: dict[str, Any], data: bytes, prompt: str, limits: InputLimits, hpsv3: bool
 ) -> tuple[dict[str, Any], PreparedImage | None]:

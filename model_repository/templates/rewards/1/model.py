@@ -10,8 +10,7 @@ import triton_python_backend_utils as pb_utils
 from hpsv3_repository.responses import error_response, public_input
 from hpsv3_repository.stub_io import model_parameters, request_inputs
 from hpsv3_serve.errors import InputError, PromptError, TensorError
-from hpsv3_serve.judges import load_judge
-from hpsv3_serve.judges.served import prepare_all, score_output
+from hpsv3_serve.judges.served import prepare_all, score_output, served_judge
 from hpsv3_serve.limits import InputLimits
 from hpsv3_serve.prompt import decode_prompt
 
@@ -26,9 +25,7 @@ class TritonPythonModel:
         self.limits = InputLimits(allow_urls=False, **{key: int(parameters[key]) for key in LIMITS})
         self.judges = {}
         for source in json.loads(parameters["judges"]):
-            scorer = load_judge(source["name"], source["weights"] or None, source["base"] or None, limits=self.limits)
-            self.judges[source["name"]] = scorer.judge
-            scorer.close()
+            self.judges[source["name"]] = served_judge(**source, limits=self.limits)
 
     def _prepare(self, request) -> tuple:
         image, prompt = request_inputs(pb_utils, request, "IMAGE", "PROMPT")
