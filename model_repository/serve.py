@@ -81,16 +81,22 @@ def _source_key(judge: JudgeSource) -> dict:
 def export_judges(
     judges: tuple[JudgeSource, ...], workdir: Path, say: Callable[[str], None] = print
 ) -> tuple[JudgeSource, ...]:
-    """Each judge with its towers exported to ONNX under `workdir/judges/NAME` (verified against torch), reused
-    while its sources are unchanged (hub ids: as given; pin a revision for a fixed download)."""
+    """Each CLIP judge with its towers exported to ONNX under `workdir/judges/NAME` (verified against torch), reused
+    while its sources are unchanged (hub ids: as given; pin a revision for a fixed download); other judges as given
+    (served on torch)."""
     import json
     from dataclasses import replace
 
     from hpsv3_export.judges_onnx import export_judge
     from hpsv3_serve.judges import load_judge
+    from hpsv3_serve.judges.onnx_judge import CLASSES
 
     exported = []
     for judge in judges:
+        if judge.name not in CLASSES:  # not a CLIP judge: its Triton model runs the torch judge
+            say(f"{judge.name}: no ONNX export for it yet; served on torch (CPU, fp32)")
+            exported.append(judge)
+            continue
         folder, key = workdir / "judges" / judge.name, _source_key(judge)
         record = folder / "source.json"
         if record.is_file() and json.loads(record.read_text(encoding="utf-8")) == key:
