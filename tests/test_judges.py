@@ -156,17 +156,18 @@ def test_pickle_and_unknown_sources_are_refused(tmp_path: Path, tiny_judges: Pat
 
 @pytest.fixture
 def offline_hub(tiny_judges: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An offline hub cache holding the tiny judges under the default hub ids (and the aesthetic MLP as the .pth name
-    it is published under, pickle or not)."""
+    """An offline hub cache holding the tiny judges under the default hub ids (and the aesthetic MLP and ImageReward
+    under the .pth / .pt names they are published under, pickle or not)."""
     import shutil
 
     from huggingface_hub import constants
 
-    from hpsv3_serve.judges import AESTHETIC, AESTHETIC_FILE, CLIP_H, PICKSCORE
+    from hpsv3_serve.judges import AESTHETIC, AESTHETIC_FILE, CLIP_H, IMAGEREWARD, PICKSCORE
 
     commit = "0123456789abcdef0123456789abcdef01234567"
     for repo, source in ((PICKSCORE.weights, "pickscore"), (CLIP_H.weights, "clip-h"), (AESTHETIC.base, "clip-l"),
-                         (AESTHETIC.weights, "aesthetic-mlp.safetensors")):  # fmt: skip
+                         (AESTHETIC.weights, "aesthetic-mlp.safetensors"), (IMAGEREWARD.weights, "imagereward"),
+                         (IMAGEREWARD.base, "bert")):  # fmt: skip
         folder = tmp_path / "hub" / ("models--" + repo.replace("/", "--"))
         snapshot = folder / "snapshots" / commit
         if (tiny_judges / source).is_dir():
@@ -176,6 +177,9 @@ def offline_hub(tiny_judges: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
             shutil.copy(tiny_judges / source, snapshot / AESTHETIC_FILE)
         (folder / "refs").mkdir()
         (folder / "refs" / "main").write_text(commit)
+    ir_snapshot = tmp_path / "hub" / "models--THUDM--ImageReward" / "snapshots" / commit
+    shutil.copytree(ir_snapshot, tmp_path / "tiny-ir")
+    (ir_snapshot / "ImageReward.safetensors").rename(ir_snapshot / "ImageReward.pt")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     return tmp_path / "hub"
@@ -187,6 +191,10 @@ def test_default_hub_ids(offline_hub: Path, judges: dict) -> None:
         assert load_judge(name)(image, "a fox") == pytest.approx(judges[name](image, "a fox"), rel=1e-6)
     with pytest.raises(ModelLoadError, match=r"aesthetic-model\.pth: pickle checkpoints .* convert it once"):
         load_judge("aesthetic")
+    with pytest.raises(ModelLoadError, match=r"ImageReward\.pt: pickle checkpoints .* convert it once"):
+        load_judge("imagereward")
+    ours = load_judge("imagereward", offline_hub.parent / "tiny-ir")  # converted locally; the tokenizer from the hub
+    assert ours(image, "a fox") == pytest.approx(judges["imagereward"](image, "a fox"), rel=1e-6)
 
 
 def test_cli_scores_with_another_model(tiny_judges: Path, capsys: pytest.CaptureFixture) -> None:
