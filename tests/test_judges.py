@@ -91,6 +91,9 @@ def test_imagereward_weights(tmp_path: Path, tiny_judges: Path) -> None:
     (tmp_path / "med_config.json").write_text((tiny_judges / "imagereward" / "med_config.json").read_text())
     with pytest.raises(ModelLoadError, match=r"unexpected keys \['blip.visual_encoder.head.weight'\]"):
         load_judge("imagereward", tmp_path / "x.safetensors", tiny_judges / "bert")
+    save_file({k: v for k, v in state.items() if not k.startswith("mlp.")}, str(tmp_path / "x.safetensors"))
+    with pytest.raises(ModelLoadError, match=r"not an ImageReward checkpoint .* no mlp\.layers\.0\.weight"):
+        load_judge("imagereward", tmp_path / "x.safetensors", tiny_judges / "bert")
 
 
 def test_batch_equals_single_and_bad_items_fail_alone(judges: dict) -> None:

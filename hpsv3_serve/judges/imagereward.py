@@ -41,6 +41,8 @@ IMAGE_SIZE = 224
 WEIGHTS_FILE, MED_CONFIG = "ImageReward.pt", "med_config.json"
 TOKENIZER_FILES = ["vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
 PREFIXES = {"vision": "blip.visual_encoder.", "text": "blip.text_encoder.", "mlp": "mlp."}
+SHAPE_KEYS = ["blip.visual_encoder.patch_embed.proj.weight", "blip.visual_encoder.blocks.0.mlp.fc1.weight",
+              "mlp.layers.0.weight"]  # fmt: skip
 VISION_KEYS = [  # (official timm-style ViT key, BlipVisionModel key); {i}: block, {p}: weight or bias
     ("cls_token", "embeddings.class_embedding"),
     ("pos_embed", "embeddings.position_embedding"),
@@ -71,6 +73,9 @@ def rename_vision(key: str, to_official: bool = False) -> str | None:
 
 def official_to_ours(state: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
     """Split an ImageReward state dict into {"vision", "text", "mlp"} states under transformers' names."""
+    missing = [key for key in SHAPE_KEYS if key not in state]
+    if missing:
+        raise ModelLoadError(f"not an ImageReward checkpoint (image-reward 1.5's layout): no {missing[0]}")
     parts: dict[str, dict[str, torch.Tensor]] = {part: {} for part in PREFIXES}
     unknown = []
     for key, value in state.items():
@@ -99,8 +104,6 @@ def vision_config(vision: dict[str, torch.Tensor]):
     """The ViT's BlipVisionConfig, read from its weights (the official hard-codes ViT-L/16 at 224: 64-wide heads)."""
     from transformers import BlipVisionConfig
 
-    if "embeddings.patch_embedding.weight" not in vision:
-        raise ModelLoadError("no blip.visual_encoder.patch_embed.proj.weight: not an ImageReward checkpoint")
     width, _, patch, _ = vision["embeddings.patch_embedding.weight"].shape
     return BlipVisionConfig(
         hidden_size=width, intermediate_size=vision["encoder.layers.0.mlp.fc1.weight"].shape[0],
@@ -131,10 +134,8 @@ def build(parts: dict[str, dict[str, torch.Tensor]], med_config: dict, dtype: to
     with torch.device("meta"):
         vision = BlipVisionModel(vision_cfg)
         text = BlipTextModel(text_config(med_config, vision_cfg.hidden_size), add_pooling_layer=False)
-    mlp = AestheticMLP(parts["mlp"]["layers.0.weight"].shape[1]) if "layers.0.weight" in parts["mlp"] else None
+    mlp = AestheticMLP(parts["mlp"]["layers.0.weight"].shape[1])
     for name, module in (("vision", vision), ("text", text), ("mlp", mlp)):
-        if module is None:
-            raise ModelLoadError("no mlp.layers.0.weight: not an ImageReward checkpoint")
         try:
             module.load_state_dict(parts[name], strict=True, assign=name != "mlp")
         except RuntimeError as exc:
