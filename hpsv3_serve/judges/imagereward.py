@@ -204,6 +204,8 @@ def _weights_and_config(spec: str, revision: str | None) -> tuple[Path, Path]:
         pickle = path / WEIGHTS_FILE
         converted = pickle.with_suffix(".safetensors")
         spec = str(pickle if pickle.is_file() and not converted.is_file() else converted)
+    if not path.exists():  # a hub id: med_config.json first, so the file converted beside the .pt finds it
+        resolve_folder(spec, revision, required=MED_CONFIG, what="ImageReward's weights", patterns=[MED_CONFIG])
     weights = resolve_file(spec, revision, filename=WEIGHTS_FILE)
     config = weights.parent / MED_CONFIG
     if not config.is_file():
