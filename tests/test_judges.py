@@ -65,11 +65,14 @@ def test_token_ids_match_official(judges: dict, name: str) -> None:
         assert judge.tokenizer.encode(judge.clean(item["prompt"])).ids == item["input_ids"], item["prompt"]
 
 
-def test_imagereward_tokens_match_official(judges: dict) -> None:
-    """35 ids, [CLS] first, padded; [DEC] / [ENC] written in a prompt are BLIP's added tokens, as in the official."""
-    tokenizer = judges["imagereward"].judge.tokenizer
+def test_imagereward_inputs_match_official(judges: dict) -> None:
+    """35 ids, [CLS] first, padded ([DEC] / [ENC] written in a prompt are BLIP's added tokens, as in the official), and
+    the pixels of `ImageReward.preprocess` (OpenAI's transform), every image mode."""
+    judge = judges["imagereward"].judge
     for item in IR_GOLDEN["judges"]["imagereward"]:
-        assert tokenizer.encode(item["prompt"]).ids == item["input_ids"], item["prompt"]
+        prepared = judge.prepare(IMAGES / item["image"], item["prompt"])
+        assert list(prepared.input_ids) == item["input_ids"], item["prompt"]
+        assert prepared.pixels.astype(np.float64).sum() == pytest.approx(item["pixel_sum"], rel=1e-9), item["image"]
 
 
 def test_imagereward_weights(tmp_path: Path, tiny_judges: Path) -> None:
