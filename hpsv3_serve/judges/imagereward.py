@@ -9,7 +9,8 @@
   minimum instead of -10000 (both give a zero weight after the softmax).
 - Weights: `ImageReward.pt`'s state dict (a pickle: refused, with the command that converts it) as safetensors with the
   official keys, `med_config.json` beside it; keys are mapped to transformers' names here (`official_to_ours`).
-  `blip.vision_proj` / `blip.text_proj` (unused by the score) are ignored, as the official `strict=False` load does.
+  `blip.vision_proj` / `blip.text_proj` (the official model holds them; its score never uses them) and the
+  `position_ids` buffer are skipped; any other key under the ViT, the BERT or the MLP that does not map is refused.
 - Text: `bert-base-uncased`'s WordPiece tokenizer with `[DEC]` (bos) and `[ENC]` added (BLIP's `init_tokenizer`),
   padded and truncated to 35 tokens with [CLS] first (`score` keeps [CLS]; BLIP's ITM head would put [ENC] there).
 - Images: OpenAI CLIP's transform (`clip_inputs.OPENAI`): resize 224 bicubic in the image's mode, centre crop, RGB,
