@@ -6,12 +6,13 @@ STAMP := $(VENV)/.installed
 TINY := build/tiny
 TINY_CKPT := $(TINY)/HPSv3-tiny.safetensors
 OFFICIAL_VENV := .venv-official
+IR_VENV := .venv-imagereward
 VLLM_VENV := .venv-vllm
 PERF_ANALYZER := build/perf_analyzer/bin/perf_analyzer
 # vLLM on CPU in tests: a 1 GiB KV cache is plenty for the tiny model
 VLLM_TEST_ENV := VLLM_CPU_KVCACHE_SPACE=1 VLLM_LOGGING_LEVEL=WARNING
 
-.PHONY: demo train-tiny test test-vllm perf-analyzer debian-packages lint format golden golden-judges clean
+.PHONY: demo train-tiny test test-vllm perf-analyzer debian-packages lint format golden golden-judges golden-imagereward clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -101,6 +102,21 @@ $(OFFICIAL_VENV)/.judges: $(OFFICIAL_VENV)/.installed
 golden-judges: $(OFFICIAL_VENV)/.judges $(STAMP)
 	$(PY) -m hpsv3_serve.judges.tiny build/tiny-judges
 	$(OFFICIAL_VENV)/bin/python tests/golden/make_golden_judges.py --tiny build/tiny-judges
+
+# ImageReward's golden outputs (image-reward 1.5's ImageReward.load + score): its pins (timm==0.6.13, fairscale==0.4.13)
+# and its imports (openai-clip, diffusers for ReFL) go in a venv of their own, layered on the official venv's packages
+# (a .pth), all --no-deps.
+$(IR_VENV)/.installed: $(OFFICIAL_VENV)/.installed
+	$(PYTHON) -m venv $(IR_VENV)
+	$(OFFICIAL_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" \
+		> "$$($(IR_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/official.pth"
+	$(IR_VENV)/bin/python -m pip install --quiet --no-deps image-reward==1.5 timm==0.6.13 fairscale==0.4.13 \
+		openai-clip==1.0.1 ftfy==6.3.1 wcwidth==0.9.5 diffusers==0.31.0
+	touch $@
+
+golden-imagereward: $(IR_VENV)/.installed $(STAMP)
+	$(PY) -m hpsv3_serve.judges.tiny build/tiny-judges
+	$(IR_VENV)/bin/python tests/golden/make_golden_imagereward.py --tiny build/tiny-judges
 
 clean:
 	rm -rf build

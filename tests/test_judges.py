@@ -1,5 +1,5 @@
-"""The judges (PickScore, CLIP ViT-H/14, aesthetic v2) against their official code paths' golden outputs, and the
-shared interface: per-item errors, batches equal to single items, arrays, limits, weight sources."""
+"""The judges (PickScore, CLIP ViT-H/14, aesthetic v2, HPSv2, ImageReward) against their official code paths' golden
+outputs, and the shared interface: per-item errors, batches equal to single items, arrays, limits, weight sources."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from hpsv3_serve.limits import InputLimits
 TESTS = Path(__file__).parent
 IMAGES = TESTS / "fixtures" / "images"
 GOLDEN = json.loads((TESTS / "golden" / "official_judges_tiny.json").read_text(encoding="utf-8"))
+IR_GOLDEN = json.loads((TESTS / "golden" / "official_imagereward_tiny.json").read_text(encoding="utf-8"))
+GOLDEN_ITEMS = GOLDEN["judges"] | IR_GOLDEN["judges"]
 TOLERANCE = 1e-5  # relative to max(1, |score|): PickScore's scores are 100 x cosine
 
 
@@ -27,7 +29,7 @@ TOLERANCE = 1e-5  # relative to max(1, |score|): PickScore's scores are 100 x co
 def tiny_judges(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny judges; byte for byte those the golden file was made from."""
     out = make_tiny_judges(tmp_path_factory.mktemp("tiny-judges"))
-    for name, digest in GOLDEN["sha256"].items():
+    for name, digest in (GOLDEN["sha256"] | IR_GOLDEN["sha256"]).items():
         assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest, f"{name} changed: rerun golden-judges"
     return out
 
@@ -38,17 +40,18 @@ def sources(tiny: Path, name: str) -> tuple[Path, Path | None]:
         "clip-h": (tiny / "clip-h", None),
         "aesthetic": (tiny / "aesthetic-mlp.safetensors", tiny / "clip-l"),
         "hpsv2": (tiny / "hpsv2.safetensors", tiny / "clip-h"),
+        "imagereward": (tiny / "imagereward", tiny / "bert"),
     }[name]
 
 
 @pytest.fixture(scope="module")
 def judges(tiny_judges: Path) -> dict:
-    return {name: load_judge(name, *sources(tiny_judges, name), batch_size=4) for name in GOLDEN["judges"]}
+    return {name: load_judge(name, *sources(tiny_judges, name), batch_size=4) for name in GOLDEN_ITEMS}
 
 
-@pytest.mark.parametrize("name", ["pickscore", "clip-h", "aesthetic", "hpsv2"])
+@pytest.mark.parametrize("name", ["pickscore", "clip-h", "aesthetic", "hpsv2", "imagereward"])
 def test_matches_official(judges: dict, name: str) -> None:
-    items = GOLDEN["judges"][name]
+    items = GOLDEN_ITEMS[name]
     results = judges[name].score([IMAGES / item["image"] for item in items], [item["prompt"] for item in items])
     for item, result in zip(items, results, strict=True):
         assert result.ok, result.error
@@ -60,6 +63,40 @@ def test_token_ids_match_official(judges: dict, name: str) -> None:
     judge = judges[name].judge
     for item in GOLDEN["judges"][name]:
         assert judge.tokenizer.encode(judge.clean(item["prompt"])).ids == item["input_ids"], item["prompt"]
+
+
+def test_imagereward_inputs_match_official(judges: dict) -> None:
+    """35 ids, [CLS] first, padded ([DEC] / [ENC] written in a prompt are BLIP's added tokens, as in the official), and
+    the pixels of `ImageReward.preprocess` (OpenAI's transform), every image mode."""
+    judge = judges["imagereward"].judge
+    for item in IR_GOLDEN["judges"]["imagereward"]:
+        prepared = judge.prepare(IMAGES / item["image"], item["prompt"])
+        assert list(prepared.input_ids) == item["input_ids"], item["prompt"]
+        assert prepared.pixels.astype(np.float64).sum() == pytest.approx(item["pixel_sum"], rel=1e-9), item["image"]
+
+
+def test_imagereward_weights(tmp_path: Path, tiny_judges: Path) -> None:
+    """The official keys map onto transformers' modules and back; a pickle or a foreign key is refused."""
+    from safetensors.torch import load_file, save_file
+
+    from hpsv3_serve.judges.imagereward import official_to_ours, ours_to_official
+
+    state = load_file(str(tiny_judges / "imagereward" / "ImageReward.safetensors"))
+    unused = {key for key in state if key.startswith(("blip.vision_proj", "blip.text_proj")) or "position_ids" in key}
+    assert set(ours_to_official(**official_to_ours(state))) == set(state) - unused
+    (tmp_path / "ImageReward.pt").write_bytes(b"pickle")
+    with pytest.raises(ModelLoadError, match=r"ImageReward\.pt: pickle checkpoints .* convert it once"):
+        load_judge("imagereward", tmp_path, tiny_judges / "bert")
+    save_file(
+        state | {"blip.visual_encoder.head.weight": state["mlp.layers.7.weight"].clone()},
+        str(tmp_path / "x.safetensors"),
+    )
+    (tmp_path / "med_config.json").write_text((tiny_judges / "imagereward" / "med_config.json").read_text())
+    with pytest.raises(ModelLoadError, match=r"unexpected keys \['blip.visual_encoder.head.weight'\]"):
+        load_judge("imagereward", tmp_path / "x.safetensors", tiny_judges / "bert")
+    save_file({k: v for k, v in state.items() if not k.startswith("mlp.")}, str(tmp_path / "x.safetensors"))
+    with pytest.raises(ModelLoadError, match=r"not an ImageReward checkpoint .* no mlp\.layers\.0\.weight"):
+        load_judge("imagereward", tmp_path / "x.safetensors", tiny_judges / "bert")
 
 
 def test_batch_equals_single_and_bad_items_fail_alone(judges: dict) -> None:
@@ -118,24 +155,25 @@ def test_pickle_and_unknown_sources_are_refused(tmp_path: Path, tiny_judges: Pat
     (folder / "pytorch_model.bin").write_bytes(b"pickle")
     with pytest.raises(ModelLoadError, match=r"no model.safetensors.*pytorch_model.bin"):
         load_judge("pickscore", folder, tiny_judges / "clip-h")
-    assert set(JUDGES) == {"hpsv3", "hpsv2", "hpsv2.1", "pickscore", "clip-h", "aesthetic"}
+    assert set(JUDGES) == {"hpsv3", "hpsv2", "hpsv2.1", "pickscore", "clip-h", "aesthetic", "imagereward"}
     with pytest.raises(ModelLoadError, match=r"\['state_dict'\]"):  # HPSv2's .pt nests its weights
         load_judge("hpsv2", pth.with_name("HPS_v2_compressed.pt"), tiny_judges / "clip-h")
 
 
 @pytest.fixture
 def offline_hub(tiny_judges: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An offline hub cache holding the tiny judges under the default hub ids (and the aesthetic MLP as the .pth name
-    it is published under, pickle or not)."""
+    """An offline hub cache holding the tiny judges under the default hub ids (and the aesthetic MLP and ImageReward
+    under the .pth / .pt names they are published under, pickle or not)."""
     import shutil
 
     from huggingface_hub import constants
 
-    from hpsv3_serve.judges import AESTHETIC, AESTHETIC_FILE, CLIP_H, PICKSCORE
+    from hpsv3_serve.judges import AESTHETIC, AESTHETIC_FILE, CLIP_H, IMAGEREWARD, PICKSCORE
 
     commit = "0123456789abcdef0123456789abcdef01234567"
     for repo, source in ((PICKSCORE.weights, "pickscore"), (CLIP_H.weights, "clip-h"), (AESTHETIC.base, "clip-l"),
-                         (AESTHETIC.weights, "aesthetic-mlp.safetensors")):  # fmt: skip
+                         (AESTHETIC.weights, "aesthetic-mlp.safetensors"), (IMAGEREWARD.weights, "imagereward"),
+                         (IMAGEREWARD.base, "bert")):  # fmt: skip
         folder = tmp_path / "hub" / ("models--" + repo.replace("/", "--"))
         snapshot = folder / "snapshots" / commit
         if (tiny_judges / source).is_dir():
@@ -145,6 +183,9 @@ def offline_hub(tiny_judges: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
             shutil.copy(tiny_judges / source, snapshot / AESTHETIC_FILE)
         (folder / "refs").mkdir()
         (folder / "refs" / "main").write_text(commit)
+    ir_snapshot = tmp_path / "hub" / "models--THUDM--ImageReward" / "snapshots" / commit
+    shutil.copytree(ir_snapshot, tmp_path / "tiny-ir")
+    (ir_snapshot / "ImageReward.safetensors").rename(ir_snapshot / "ImageReward.pt")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     return tmp_path / "hub"
@@ -156,6 +197,10 @@ def test_default_hub_ids(offline_hub: Path, judges: dict) -> None:
         assert load_judge(name)(image, "a fox") == pytest.approx(judges[name](image, "a fox"), rel=1e-6)
     with pytest.raises(ModelLoadError, match=r"aesthetic-model\.pth: pickle checkpoints .* convert it once"):
         load_judge("aesthetic")
+    with pytest.raises(ModelLoadError, match=r"ImageReward\.pt: pickle checkpoints .* convert it once"):
+        load_judge("imagereward")
+    ours = load_judge("imagereward", offline_hub.parent / "tiny-ir")  # converted locally; the tokenizer from the hub
+    assert ours(image, "a fox") == pytest.approx(judges["imagereward"](image, "a fox"), rel=1e-6)
 
 
 def test_cli_scores_with_another_model(tiny_judges: Path, capsys: pytest.CaptureFixture) -> None:

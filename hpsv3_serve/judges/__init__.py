@@ -1,7 +1,8 @@
 """Reward models beside HPSv3 ("judges"), one interface: `load_judge(name).score(images, prompts)`.
 
 Each entry loads published weights from the hub by default, or local paths: `weights` is the model itself,
-`base` what it is built on (HPSv3: the Qwen2-VL base; PickScore: the CLIP processor; aesthetic: CLIP ViT-L/14).
+`base` what it is built on (HPSv3: the Qwen2-VL base; PickScore: the CLIP processor; aesthetic: CLIP ViT-L/14;
+ImageReward: the bert-base-uncased tokenizer).
 Every judge returns one result per item with `.score` (HPSv3's results also carry mu / sigma) and per-item errors.
 """
 
@@ -34,8 +35,11 @@ AESTHETIC = JudgeSpec(
 )
 HPSV2 = JudgeSpec("hpsv2", "xswu/HPSv2", CLIP_H.weights, "cosine, open_clip ViT-H/14 fine-tuned")
 HPSV21 = JudgeSpec("hpsv2.1", "xswu/HPSv2", CLIP_H.weights, "cosine, as hpsv2")
+IMAGEREWARD = JudgeSpec(
+    "imagereward", "THUDM/ImageReward", "google-bert/bert-base-uncased", "BLIP + MLP, standardised, about -2..2"
+)
 AESTHETIC_FILE = "aesthetic-model.pth"  # sac+logos+ava1-l14-linearMSE.pth, as TRL's DDPO example publishes it
-JUDGES = {spec.name: spec for spec in (HPSV3, HPSV2, HPSV21, PICKSCORE, CLIP_H, AESTHETIC)}
+JUDGES = {spec.name: spec for spec in (HPSV3, HPSV2, HPSV21, PICKSCORE, CLIP_H, AESTHETIC, IMAGEREWARD)}
 
 
 def load_judge(
@@ -65,6 +69,13 @@ def load_judge(
         checkpoint, base_dir = resolve_checkpoint(weights, revision=revision), resolve_base(base, base_revision)
         return Scorer.from_pretrained(checkpoint, base_dir, device, dtype, batch_size, limits)
     from .base import JudgeScorer
+
+    if name == "imagereward":
+        from .imagereward import load_imagereward
+
+        return JudgeScorer(
+            load_imagereward((weights, revision), (base, base_revision), device, dtype, limits), batch_size
+        )
     from .loading import load_clip_judge
 
     judge = load_clip_judge(spec, (weights, revision), (base, base_revision), device, dtype, limits)
