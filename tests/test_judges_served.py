@@ -1,4 +1,4 @@
-"""The other reward models served (`hpsv3 serve --models`): one repository with HPSv3 and four judges on the real
+"""The other reward models served (`hpsv3 serve --models`): one repository with HPSv3 and five judges on the real
 tritonserver. Each judge's model gives its official golden scores over gRPC (files, and PIL images / arrays sent
 losslessly), `rewards` gives every model's score for one request with the image decoded once, a bad item fails
 alone without leaking anything, and `hpsv3 score --endpoint --model` works."""
@@ -24,8 +24,11 @@ from hpsv3_serve.judges.tiny import make_tiny_judges
 
 from .conftest import IMAGES, _running
 
-GOLDEN = json.loads((Path(__file__).parent / "golden" / "official_judges_tiny.json").read_text(encoding="utf-8"))
-NAMES = ("pickscore", "clip-h", "aesthetic", "hpsv2")
+GOLDEN_DIR = Path(__file__).parent / "golden"
+GOLDEN = {"judges": {}}
+for _file in ("official_judges_tiny.json", "official_imagereward_tiny.json"):
+    GOLDEN["judges"] |= json.loads((GOLDEN_DIR / _file).read_text(encoding="utf-8"))["judges"]
+NAMES = ("pickscore", "clip-h", "aesthetic", "hpsv2", "imagereward")
 TOLERANCE = 1e-5  # relative to max(1, |score|), as tests/test_judges.py
 
 
@@ -44,6 +47,7 @@ def judge_sources(tiny: Path) -> list[JudgeSource]:
         JudgeSource("clip-h", str(tiny / "clip-h")),
         JudgeSource("aesthetic", str(tiny / "aesthetic-mlp.safetensors"), str(tiny / "clip-l")),
         JudgeSource("hpsv2", str(tiny / "hpsv2.safetensors"), str(tiny / "clip-h")),
+        JudgeSource("imagereward", str(tiny / "imagereward"), str(tiny / "bert")),
     ]
 
 
@@ -60,14 +64,14 @@ def test_serve_exports_each_judge_once(tiny_judges: Path, tmp_path: Path) -> Non
 def served(
     tiny: Path, tiny_checkpoint: Path, tiny_judges: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TritonServer]:
-    """HPSv3 (the torch engine's two steps, on CPU: no export) beside the four tiny judges (three on ONNX Runtime,
-    hpsv2 on torch) and `rewards`."""
+    """HPSv3 (the torch engine's two steps, on CPU: no export) beside the five tiny judges (the CLIP ones on ONNX
+    Runtime, ImageReward on torch) and `rewards`."""
     settings = settings_for_checkpoint(
         tiny_checkpoint, tiny / "base", device="cpu", torch_dtype="float32", preprocess_instances=1
     )
     workdir = tmp_path_factory.mktemp("judges")
-    onnx = export_judges(tuple(judge_sources(tiny_judges)[:3]), workdir, lambda text: None)
-    judges = [*onnx, judge_sources(tiny_judges)[3]]  # hpsv2 stays on torch: both kinds of judge model are served
+    judges = export_judges(tuple(judge_sources(tiny_judges)), workdir, lambda text: None)  # imagereward: on torch
+    assert [bool(judge.onnx) for judge in judges] == [True, True, True, True, False]
     repository = render("gpu", settings, workdir / "repo", "torch", judges=judges)
     yield from _running(repository, tmp_path_factory.mktemp("judges-triton"))
 
