@@ -22,19 +22,20 @@ from .preference import HUMAN_TIE_RULE, MODEL_TIE_RULE, run_pairs, run_ranking
 from .report import Report
 from .scoring import ScoringError
 
-DESCRIPTION = """Benchmark a served HPSv3 model (a Triton endpoint, e.g. `hpsv3 serve`) over gRPC.
+DESCRIPTION = """Benchmark a served HPSv3 model (a Triton endpoint, e.g. `hpsv3 serve`) over gRPC, or several reward
+models side by side (--model hpsv3,pickscore,... against `hpsv3 serve --models ...`).
 
 tasks:
   pairs       preference accuracy on pairs people judged: HPDv3, HPDv2, ImageReward or Pick-a-Pic files
   ranking     ranking accuracy over all pairs of human-ranked lists (HPDv2 or ImageReward test.json)
-  generation  mean mu per prompt category and per generator: folders of images, a .txt prompt beside each
+  generation  mean score per prompt category and per generator: folders of images, a .txt prompt beside each
   latency     concurrency sweep: throughput, p50/p90/p99, errors, queue/compute of each ensemble step
   soak        sustained load on a local endpoint: every answer checked, nothing lost, server memory sampled
   rl-step     one RL step, 64 arrays → rewards: this client vs flow_grpo's reward-server route vs in-process
   throughput  the endpoint vs the in-process scorers vs the official inferencer, in one run, with the CPU split
 
-Each scored (image, prompt) is appended to a JSONL cache (--cache) as it arrives, keyed by the sha256 of the
-image file and the prompt: a rerun after a crash or a kill scores only what is not there yet and gives the
+Each scored (image, prompt) is appended to a JSONL cache (--cache) as it arrives, keyed by the model, the sha256
+of the image file and the prompt: a rerun after a crash or a kill scores only what is not there yet and gives the
 same result, and an image that appears in many pairs is scored once. Missing image files and items the
 endpoint cannot score are counted, listed and left out of the numbers, never silently. Reports go to
 OUTPUT/TASK.md (also printed), OUTPUT/TASK.json and, for generation, latency and soak, OUTPUT/TASK.png, each
@@ -43,6 +44,7 @@ written whole or not at all. Exit status: 0, 1 when some items could not be scor
 EPILOG = """examples:
   %(prog)s --endpoint 127.0.0.1:8001 pairs --data HPDv3/test.json --images-root HPDv3
   %(prog)s --endpoint 127.0.0.1:8001 ranking --data HPDv2/test.json --images-root HPDv2/test
+  %(prog)s --endpoint 127.0.0.1:8001 --model hpsv3,pickscore,hpsv2 pairs --data HPDv3/test.json --images-root HPDv3
   %(prog)s --endpoint 127.0.0.1:8001 generation --images gen_images/    # DIR/GENERATOR/CATEGORY/*.png + .txt
   %(prog)s --endpoint 127.0.0.1:8001 latency --sweep 1,4,16,64 --requests 200
   %(prog)s --endpoint 127.0.0.1:8001 soak --minutes 10 --concurrency 32
@@ -96,7 +98,13 @@ def _add_common(parser: argparse.ArgumentParser, defaults: bool) -> None:
         default=default(None),
         help="gRPC address of the Triton server (required; hpsv3 serve listens on 127.0.0.1:8001)",
     )
-    group.add_argument("--model", default=default("hpsv3"), help="served model name (default hpsv3)")
+    group.add_argument(
+        "--model",
+        default=default("hpsv3"),
+        metavar="NAME[,NAME...]",
+        help="served model(s) on the endpoint (default hpsv3); pairs, ranking and generation take several, e.g. "
+        "hpsv3,pickscore,clip-h,aesthetic,hpsv2,imagereward (hpsv3 serve --models): one row or table per model",
+    )
     group.add_argument(
         "--concurrency", type=_positive, default=default(16), metavar="N", help="requests in flight (default 16)"
     )
@@ -108,8 +116,8 @@ def _add_common(parser: argparse.ArgumentParser, defaults: bool) -> None:
         type=Path,
         default=default(None),
         metavar="FILE",
-        help="score cache, JSONL (default OUTPUT/scores.jsonl); share one between tasks and runs against the same "
-        "model: a different model is detected and refused",
+        help="score cache, JSONL (default OUTPUT/scores.jsonl), keyed by model: share one between tasks and runs; "
+        "a rerun with more models scores only what they lack, and a model that scores differently is refused",
     )
 
 
@@ -225,8 +233,13 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _fact(value: object) -> str:
+    """A run fact; counts by model (several models) as `hpsv3 12 / pickscore 0`."""
+    return " / ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else str(value)
+
+
 def _run_line(run: dict) -> str:
-    facts = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in run.items() if key not in ("command",))
+    facts = ", ".join(f"{key.replace('_', ' ')} {_fact(value)}" for key, value in run.items() if key != "command")
     return f"\nRun: {facts}.\n"
 
 
