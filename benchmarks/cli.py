@@ -13,7 +13,7 @@ from pathlib import Path
 from hpsv3_serve.client_tls import add_tls_arguments
 from hpsv3_serve.errors import HPSv3Error
 
-from . import formats, latency, rl_step, soak, throughput
+from . import formats, latency, rl_step, soak, table, throughput
 from . import generation as generation_task
 from .cache import CacheError
 from .formats import LIST_FORMATS, PAIR_FORMATS, DataError
@@ -28,6 +28,7 @@ models side by side (--model hpsv3,pickscore,... against `hpsv3 serve --models .
 tasks:
   pairs       preference accuracy on pairs people judged: HPDv3, HPDv2, ImageReward or Pick-a-Pic files
   ranking     ranking accuracy over all pairs of human-ranked lists (HPDv2 or ImageReward test.json)
+  table       the paper's table from finished pairs/ranking runs: models as rows, test sets as columns
   generation  mean score per prompt category and per generator: folders of images, a .txt prompt beside each
   latency     concurrency sweep: throughput, p50/p90/p99, errors, queue/compute of each ensemble step
   soak        sustained load on a local endpoint: every answer checked, nothing lost, server memory sampled
@@ -45,6 +46,7 @@ EPILOG = """examples:
   %(prog)s --endpoint 127.0.0.1:8001 pairs --data HPDv3/test.json --images-root HPDv3
   %(prog)s --endpoint 127.0.0.1:8001 ranking --data HPDv2/test.json --images-root HPDv2/test
   %(prog)s --endpoint 127.0.0.1:8001 --model hpsv3,pickscore,hpsv2 pairs --data HPDv3/test.json --images-root HPDv3
+  %(prog)s table HPDv3=hpsv3-bench/pairs/pairs.json HPDv2=runs/hpdv2/ranking.json          # one table of runs
   %(prog)s --endpoint 127.0.0.1:8001 generation --images gen_images/    # DIR/GENERATOR/CATEGORY/*.png + .txt
   %(prog)s --endpoint 127.0.0.1:8001 latency --sweep 1,4,16,64 --requests 200
   %(prog)s --endpoint 127.0.0.1:8001 soak --minutes 10 --concurrency 32
@@ -63,7 +65,8 @@ Relative image paths start at --images-root (default: the data file's folder).""
 TASK_HELP = {
     "pairs": "preference accuracy on judged pairs",
     "ranking": "ranking accuracy over all pairs of ranked lists",
-    "generation": "mean mu per category and generator",
+    "table": "models × test sets, from finished pairs/ranking runs",
+    "generation": "mean score per category and generator",
     "latency": "throughput and latency against concurrency",
     "soak": "sustained load, every answer checked, server memory",
     "rl-step": "one RL step of arrays: this client vs the reward-server route vs in-process",
@@ -167,6 +170,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     _add_data(ranking, LIST_FORMATS)
     ranking.set_defaults(run=run_ranking)
 
+    combined = tasks.add_parser("table", help=TASK_HELP["table"], formatter_class=raw, description=table.__doc__)
+    table.add_arguments(combined)
+    combined.set_defaults(run=table.run_table, check=table.check_arguments)
+
     generation = tasks.add_parser(
         "generation", help=TASK_HELP["generation"], formatter_class=raw, description=generation_task.__doc__
     )
@@ -228,7 +235,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     throughput.add_arguments(compare, _positive)
     compare.set_defaults(run=throughput.run_throughput, check=throughput.check_arguments)
 
-    for task in (pairs, ranking, generation, sweep, load, step, compare):
+    for task in (pairs, ranking, combined, generation, sweep, load, step, compare):
         _add_common(task, defaults=False)
     return parser
 
@@ -266,9 +273,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted; what was scored is in {args.cache}: rerun to go on", file=sys.stderr)
         return 130
+    served = {} if args.task == "table" else {"endpoint": args.endpoint, "model": args.model}  # table scores nothing
     report.result["run"] = {
-        "endpoint": args.endpoint,
-        "model": args.model,
+        **served,
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - started, 1),
         **report.result["run"],

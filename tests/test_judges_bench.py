@@ -76,7 +76,8 @@ def test_pairs_table_with_a_row_per_model_and_a_rerun_scores_only_the_added_mode
         "pickscore": {_key(*item): r.score for item, r in zip(items, pickscore.score(paths, prompts), strict=True)},
     }
     assert bench([str(a) for a in args], prog="hpsv3 bench") == 0  # --model hpsv3: today's report
-    alone = json.loads((tmp_path / "out" / "pairs.json").read_text())
+    (tmp_path / "alone.json").write_text((tmp_path / "out" / "pairs.json").read_text())
+    alone = json.loads((tmp_path / "alone.json").read_text())
     assert "models" not in alone and alone["overall"]["pairs"] == 5 and alone["run"]["scored_now"] == 10 - 1
     before = {model: _requests(served, model) for model in ("hpsv3", "pickscore")}
 
@@ -106,6 +107,13 @@ def test_pairs_table_with_a_row_per_model_and_a_rerun_scores_only_the_added_mode
     out = capsys.readouterr().out
     assert "| model | test.json | model ties | 95 % CI | without model ties | pairs |" in out
     assert "| hpsv3 |" in out and "| pickscore |" in out and "## pickscore" in out
+
+    both = tmp_path / "out" / "pairs.json"  # runs combined: one column per run, a row per model
+    assert bench(["table", f"first={tmp_path / 'alone.json'}", f"both={both}", "--output", str(tmp_path / "t")]) == 0
+    combined = json.loads((tmp_path / "t" / "table.json").read_text())
+    assert combined["columns"] == ["first", "both"] and list(combined["models"]) == ["hpsv3", "pickscore"]
+    assert combined["models"]["hpsv3"]["first"] == combined["models"]["hpsv3"]["both"] == alone["overall"]
+    assert "| pickscore | — |" in (tmp_path / "t" / "table.md").read_text()
 
 
 def test_generation_table_for_another_judge(served: TritonServer, pickscore, tmp_path: Path) -> None:
