@@ -151,19 +151,24 @@ async def _score(endpoint: Endpoint, cache: ScoreCache, distinct: list[Item], mi
         for client in clients:
             todo = {key: image for (image, _), key in keys.items() if cache.get(client.model, key) is None}
             errors = await _score_todo(client, cache, todo, endpoint.concurrency)
-            scores = Scores(missing=missing, failed=dict(unreadable))
-            for item, key in keys.items():
-                if key in errors:
-                    scores.failed[item] = errors[key]
-                else:
-                    scores.score[item] = cache.get(client.model, key)[0]
+            found[client.model] = scores = _collect(client.model, cache, keys, errors, missing, unreadable)
             scores.stats = {"items": len(distinct), "unique": unique, "from_cache": unique - len(todo)}
             scores.stats["scored_now"] = len(todo) - len(errors)
-            found[client.model] = scores
     finally:
         for client in clients:
             await client.close()
     return found
+
+
+def _collect(model: str, cache: ScoreCache, keys: dict, errors: dict, missing: list, unreadable: dict) -> Scores:
+    """One model's Scores: each item's score from the cache, or why it has none."""
+    scores = Scores(missing=missing, failed=dict(unreadable))
+    for item, key in keys.items():
+        if key in errors:
+            scores.failed[item] = errors[key]
+        else:
+            scores.score[item] = cache.get(model, key)[0]
+    return scores
 
 
 def score_items(items: Iterable[Item], cache: ScoreCache, endpoint: Endpoint) -> dict[str, Scores]:
