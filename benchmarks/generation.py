@@ -83,7 +83,8 @@ def markdown(result: dict) -> str:
     if "models" not in result:
         lines = [title, "", "Mean mu per category; overall = mean of means.", "", *_tables(result, categories, "##")]
         return "\n".join([*lines, "", *notes, *exclusions(result)]) + "\n"
-    lines = [title, "", "Mean score per category (HPSv3: mu); overall = mean of means.", *notes]
+    lines = [title, "", "Mean score per category (HPSv3: mu); overall = mean of means."]
+    lines += ["", *notes] if notes else []
     for model, block in result["models"].items():
         lines += ["", f"## {model}", "", *_tables(block, categories, "###"), "", *exclusions(block)]
     return "\n".join(lines).rstrip("\n") + "\n"

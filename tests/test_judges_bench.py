@@ -131,6 +131,15 @@ def test_generation_table_for_another_judge(served: TritonServer, pickscore, tmp
     for category, scores in expected.items():
         assert result["generators"]["gen-a"]["categories"][category]["mean"] == pytest.approx(np.mean(scores), 1e-5)
 
+    code = bench(["--endpoint", served.grpc_url, "--model", "hpsv3,pickscore", "generation", "--images", str(root),
+                  "--output", str(tmp_path / "out")], prog="hpsv3 bench")  # fmt: skip
+
+    assert code == 0  # a section per model; PickScore's from the cache
+    both = json.loads((tmp_path / "out" / "generation.json").read_text())
+    assert both["models"]["pickscore"]["generators"] == result["generators"]
+    assert both["run"]["from_cache"] == {"hpsv3": 0, "pickscore": 4}
+    assert "## hpsv3" in (tmp_path / "out" / "generation.md").read_text()
+
 
 @pytest.mark.slow
 def test_cohp_with_pickscore_as_the_judge(
