@@ -168,3 +168,14 @@ def test_cohp_with_pickscore_as_the_judge(
     assert cohp([*args, "--reward-model", "pickscore"]) == 0  # finished: skipped
     assert "skip " in capsys.readouterr().err
     assert finished(folder, "a red fox in the snow", "pickscore") and not finished(folder, "a red fox in the snow")
+
+
+def test_table_refuses_what_it_cannot_join(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    report = {"task": "pairs", "data": "HPDv3/test.json", "overall": {}, "run": {"model": "hpsv3"}}
+    (tmp_path / "a.json").write_text(json.dumps(report))
+    (tmp_path / "latency.json").write_text(json.dumps({"task": "latency"}))
+    out = ["--output", str(tmp_path / "t")]
+    assert bench(["table", str(tmp_path / "a.json"), str(tmp_path / "a.json"), *out]) == 2
+    assert "two reports make the column 'test.json': name them, e.g. HPDv3=" in capsys.readouterr().err
+    assert bench(["table", str(tmp_path / "latency.json"), *out]) == 2
+    assert "not a pairs or ranking report" in capsys.readouterr().err
