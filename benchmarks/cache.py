@@ -2,8 +2,10 @@
 
 A run killed at any moment loses at most the line being written: `read_jsonl` drops a last line without its
 newline (and `JsonlLog` cuts it off before appending), so a rerun scores only what is not in the file yet.
-The first line records the served model's score of a fixed probe image; a rerun against an endpoint that
-scores the probe differently (another model, another precision) refuses to mix its scores with the file's.
+One file holds the scores of several served models: each model's header line records its score of a fixed probe
+image, and each score line names its model. A rerun against an endpoint that scores the probe differently
+(another checkpoint, another precision) refuses to mix its scores with the file's; a model the file does not
+hold yet gets a header of its own. Files of format /1 (one model, score lines without "model") stay readable.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from typing import IO
 
 from PIL import Image
 
-FORMAT = "hpsv3-bench-scores/1"
+FORMAT = "hpsv3-bench-scores/2"
+READABLE = ("hpsv3-bench-scores/1", FORMAT)  # /1: one model, named by the first line only
 PROBE_PROMPT = "a probe image for the score cache: a diagonal gradient"
 PROBE_TOLERANCE = 1e-4  # relative and absolute: batching moves a score by ~1e-7, another model by far more
 
 Key = tuple[str, str]  # (sha256 of the image file bytes, prompt)
+Score = tuple[float, float | None]  # (score, sigma): HPSv3's mu and sigma; another judge's score and None
 
 
 class CacheError(Exception):
@@ -78,42 +82,49 @@ class JsonlLog:
 
 
 class ScoreCache:
-    """(image sha256, prompt) → (mu, sigma) of one served model, backed by a JSONL file."""
+    """(model, image sha256, prompt) → (score, sigma) of the served models, backed by a JSONL file."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         records = read_jsonl(path)
-        self.header: dict | None = records[0] if records else None
-        if self.header is not None and self.header.get("format") != FORMAT:
+        if records and records[0].get("format") not in READABLE:
             raise CacheError(f"{path} is not a score cache of this tool (first line {records[0]}); use another --cache")
-        self.scores: dict[Key, tuple[float, float]] = {
-            (r["image_sha256"], r["prompt"]): (r["mu"], r["sigma"]) for r in records[1:]
-        }
+        self.headers: dict[str, dict] = {}
+        self.scores: dict[tuple[str, str, str], Score] = {}
+        for record in records:
+            if "format" in record:
+                self.headers[record["model"]] = record
+            else:  # format /1 lines name no model: the first line's
+                model = record.get("model", records[0]["model"])
+                score = record["score"] if "score" in record else record["mu"]
+                self.scores[(model, record["image_sha256"], record["prompt"])] = (score, record.get("sigma"))
         self._log: JsonlLog | None = None
 
-    def check_model(self, model: str, probe: tuple[float, float]) -> None:
-        """Start a new file with this model's probe scores, or refuse a file made with another model."""
-        if self.header is None:
-            self.header = {"format": FORMAT, "model": model, "probe_mu": probe[0], "probe_sigma": probe[1]}
-            self._open().append(self.header)
+    def check_model(self, model: str, probe: Score) -> None:
+        """Add a header with this model's probe score, or refuse a file whose `model` scored the probe otherwise."""
+        header = self.headers.get(model)
+        if header is None:
+            header = {"format": FORMAT, "model": model, **_fields("probe_", probe)}
+            self.headers[model] = header
+            self._open().append(header)
             return
-        cached = (self.header["probe_mu"], self.header["probe_sigma"])
+        cached = (header.get("probe_mu", header.get("probe_score")), header.get("probe_sigma"))
         pairs = zip(cached, probe, strict=True)
-        same = all(math.isclose(a, b, rel_tol=PROBE_TOLERANCE, abs_tol=PROBE_TOLERANCE) for a, b in pairs)
-        if self.header.get("model") != model or not same:
+        if not all(a == b or _close(a, b) for a, b in pairs):
             raise CacheError(
-                f"{self.path} holds scores of another model: model {self.header.get('model')!r} scored the probe "
-                f"image mu={cached[0]:.6g} sigma={cached[1]:.6g}, the endpoint's {model!r} scores it "
-                f"mu={probe[0]:.6g} sigma={probe[1]:.6g}; use another --cache (or --output), or delete the file"
+                f"{self.path} holds scores of another model named {model!r}: it scored the probe image "
+                f"{_shown(cached)}, the endpoint's {model!r} scores it {_shown(probe)}; use another --cache (or "
+                "--output), or delete the file"
             )
 
-    def get(self, key: Key) -> tuple[float, float] | None:
-        return self.scores.get(key)
+    def get(self, model: str, key: Key) -> Score | None:
+        return self.scores.get((model, *key))
 
-    def put(self, key: Key, mu: float, sigma: float) -> None:
+    def put(self, model: str, key: Key, score: float, sigma: float | None) -> None:
         """Record one score, on disk before this returns (flushed)."""
-        self.scores[key] = (mu, sigma)
-        self._open().append({"image_sha256": key[0], "prompt": key[1], "mu": mu, "sigma": sigma})
+        self.scores[(model, *key)] = (score, sigma)
+        record = {"model": model, "image_sha256": key[0], "prompt": key[1], **_fields("", (score, sigma))}
+        self._open().append(record)
 
     def _open(self) -> JsonlLog:
         if self._log is None:
@@ -124,3 +135,18 @@ class ScoreCache:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+def _fields(prefix: str, score: Score) -> dict:
+    """HPSv3's mu and sigma under their names (as format /1); another judge's `score`."""
+    if score[1] is None:
+        return {f"{prefix}score": score[0]}
+    return {f"{prefix}mu": score[0], f"{prefix}sigma": score[1]}
+
+
+def _close(a: float | None, b: float | None) -> bool:
+    return a is not None and b is not None and math.isclose(a, b, rel_tol=PROBE_TOLERANCE, abs_tol=PROBE_TOLERANCE)
+
+
+def _shown(score: Score) -> str:
+    return f"{score[0]:.6g}" if score[1] is None else f"mu={score[0]:.6g} sigma={score[1]:.6g}"

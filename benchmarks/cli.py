@@ -13,7 +13,7 @@ from pathlib import Path
 from hpsv3_serve.client_tls import add_tls_arguments
 from hpsv3_serve.errors import HPSv3Error
 
-from . import formats, latency, rl_step, soak, throughput
+from . import formats, latency, rl_step, soak, table, throughput
 from . import generation as generation_task
 from .cache import CacheError
 from .formats import LIST_FORMATS, PAIR_FORMATS, DataError
@@ -22,19 +22,21 @@ from .preference import HUMAN_TIE_RULE, MODEL_TIE_RULE, run_pairs, run_ranking
 from .report import Report
 from .scoring import ScoringError
 
-DESCRIPTION = """Benchmark a served HPSv3 model (a Triton endpoint, e.g. `hpsv3 serve`) over gRPC.
+DESCRIPTION = """Benchmark a served HPSv3 model (a Triton endpoint, e.g. `hpsv3 serve`) over gRPC, or several reward
+models side by side (--model hpsv3,pickscore,... against `hpsv3 serve --models ...`).
 
 tasks:
   pairs       preference accuracy on pairs people judged: HPDv3, HPDv2, ImageReward or Pick-a-Pic files
   ranking     ranking accuracy over all pairs of human-ranked lists (HPDv2 or ImageReward test.json)
-  generation  mean mu per prompt category and per generator: folders of images, a .txt prompt beside each
+  table       the paper's table from finished pairs/ranking runs: models as rows, test sets as columns
+  generation  mean score per prompt category and per generator: folders of images, a .txt prompt beside each
   latency     concurrency sweep: throughput, p50/p90/p99, errors, queue/compute of each ensemble step
   soak        sustained load on a local endpoint: every answer checked, nothing lost, server memory sampled
   rl-step     one RL step, 64 arrays → rewards: this client vs flow_grpo's reward-server route vs in-process
   throughput  the endpoint vs the in-process scorers vs the official inferencer, in one run, with the CPU split
 
-Each scored (image, prompt) is appended to a JSONL cache (--cache) as it arrives, keyed by the sha256 of the
-image file and the prompt: a rerun after a crash or a kill scores only what is not there yet and gives the
+Each scored (image, prompt) is appended to a JSONL cache (--cache) as it arrives, keyed by the model, the sha256
+of the image file and the prompt: a rerun after a crash or a kill scores only what is not there yet and gives the
 same result, and an image that appears in many pairs is scored once. Missing image files and items the
 endpoint cannot score are counted, listed and left out of the numbers, never silently. Reports go to
 OUTPUT/TASK.md (also printed), OUTPUT/TASK.json and, for generation, latency and soak, OUTPUT/TASK.png, each
@@ -43,6 +45,8 @@ written whole or not at all. Exit status: 0, 1 when some items could not be scor
 EPILOG = """examples:
   %(prog)s --endpoint 127.0.0.1:8001 pairs --data HPDv3/test.json --images-root HPDv3
   %(prog)s --endpoint 127.0.0.1:8001 ranking --data HPDv2/test.json --images-root HPDv2/test
+  %(prog)s --endpoint 127.0.0.1:8001 --model hpsv3,pickscore,hpsv2 pairs --data HPDv3/test.json --images-root HPDv3
+  %(prog)s table HPDv3=hpsv3-bench/pairs/pairs.json HPDv2=runs/hpdv2/ranking.json          # one table of runs
   %(prog)s --endpoint 127.0.0.1:8001 generation --images gen_images/    # DIR/GENERATOR/CATEGORY/*.png + .txt
   %(prog)s --endpoint 127.0.0.1:8001 latency --sweep 1,4,16,64 --requests 200
   %(prog)s --endpoint 127.0.0.1:8001 soak --minutes 10 --concurrency 32
@@ -61,7 +65,8 @@ Relative image paths start at --images-root (default: the data file's folder).""
 TASK_HELP = {
     "pairs": "preference accuracy on judged pairs",
     "ranking": "ranking accuracy over all pairs of ranked lists",
-    "generation": "mean mu per category and generator",
+    "table": "models × test sets, from finished pairs/ranking runs",
+    "generation": "mean score per category and generator",
     "latency": "throughput and latency against concurrency",
     "soak": "sustained load, every answer checked, server memory",
     "rl-step": "one RL step of arrays: this client vs the reward-server route vs in-process",
@@ -96,7 +101,13 @@ def _add_common(parser: argparse.ArgumentParser, defaults: bool) -> None:
         default=default(None),
         help="gRPC address of the Triton server (required; hpsv3 serve listens on 127.0.0.1:8001)",
     )
-    group.add_argument("--model", default=default("hpsv3"), help="served model name (default hpsv3)")
+    group.add_argument(
+        "--model",
+        default=default("hpsv3"),
+        metavar="NAME[,NAME...]",
+        help="served model(s) on the endpoint (default hpsv3); pairs, ranking and generation take several, e.g. "
+        "hpsv3,pickscore,clip-h,aesthetic,hpsv2,imagereward (hpsv3 serve --models): one row or table per model",
+    )
     group.add_argument(
         "--concurrency", type=_positive, default=default(16), metavar="N", help="requests in flight (default 16)"
     )
@@ -108,8 +119,8 @@ def _add_common(parser: argparse.ArgumentParser, defaults: bool) -> None:
         type=Path,
         default=default(None),
         metavar="FILE",
-        help="score cache, JSONL (default OUTPUT/scores.jsonl); share one between tasks and runs against the same "
-        "model: a different model is detected and refused",
+        help="score cache, JSONL (default OUTPUT/scores.jsonl), keyed by model: share one between tasks and runs; "
+        "a rerun with more models scores only what they lack, and a model that scores differently is refused",
     )
 
 
@@ -158,6 +169,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     )
     _add_data(ranking, LIST_FORMATS)
     ranking.set_defaults(run=run_ranking)
+
+    combined = tasks.add_parser("table", help=TASK_HELP["table"], formatter_class=raw, description=table.__doc__)
+    table.add_arguments(combined)
+    combined.set_defaults(run=table.run_table, check=table.check_arguments)
 
     generation = tasks.add_parser(
         "generation", help=TASK_HELP["generation"], formatter_class=raw, description=generation_task.__doc__
@@ -220,13 +235,18 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     throughput.add_arguments(compare, _positive)
     compare.set_defaults(run=throughput.run_throughput, check=throughput.check_arguments)
 
-    for task in (pairs, ranking, generation, sweep, load, step, compare):
+    for task in (pairs, ranking, combined, generation, sweep, load, step, compare):
         _add_common(task, defaults=False)
     return parser
 
 
+def _fact(value: object) -> str:
+    """A run fact; counts by model (several models) as `hpsv3 12 / pickscore 0`."""
+    return " / ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, dict) else str(value)
+
+
 def _run_line(run: dict) -> str:
-    facts = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in run.items() if key not in ("command",))
+    facts = ", ".join(f"{key.replace('_', ' ')} {_fact(value)}" for key, value in run.items() if key != "command")
     return f"\nRun: {facts}.\n"
 
 
@@ -253,9 +273,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted; what was scored is in {args.cache}: rerun to go on", file=sys.stderr)
         return 130
+    served = {} if args.task == "table" else {"endpoint": args.endpoint, "model": args.model}  # table scores nothing
     report.result["run"] = {
-        "endpoint": args.endpoint,
-        "model": args.model,
+        **served,
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - started, 1),
         **report.result["run"],

@@ -1,4 +1,5 @@
-"""`generation`: mean mu of each generator's images per prompt category (the official benchmark's table).
+"""`generation`: mean score (HPSv3: mu) of each generator's images per prompt category (the official benchmark's
+table), for each served model given with --model (hpsv3,pickscore,...: one table per model).
 
 Layouts: DIR/CATEGORY/**/IMAGE (one generator, named after DIR) or DIR/GENERATOR/CATEGORY/**/IMAGE; each
 image's prompt is the .txt file beside it with the same name.
@@ -15,8 +16,8 @@ from .cache import ScoreCache
 from .charts import category_bars
 from .formats import DataError, ImageRef
 from .metrics import overall_stats, score_stats
-from .report import Report, exclusions, number, table
-from .scoring import FIRST, Endpoint, score_items
+from .report import Report, exclusions, model_blocks, number, table
+from .scoring import FIRST, Endpoint, Scores, score_items
 
 LAYOUT_HELP = "category folders (DIR/CATEGORY/IMAGE.png + IMAGE.txt) or generator folders (DIR/GENERATOR/CATEGORY/...)"
 
@@ -54,26 +55,53 @@ def read_prompt(image: Path, first_line: bool) -> str | None:
     return text.splitlines()[0].strip() if first_line and text else text
 
 
-def markdown(result: dict) -> str:
-    generators, categories = result["generators"], result["categories"]
+def _tables(block: dict, categories: list[str], heading: str) -> list[str]:
+    """The means (generators as rows, best overall first), then each generator's statistics."""
+    generators = block["generators"]
     ranked = sorted(generators, key=lambda g: -generators[g]["overall"]["mean"] if generators[g]["overall"] else 0)
     rows = [
         [name, *(number(generators[name]["categories"].get(c, {}).get("mean")) for c in categories),
          number((generators[name]["overall"] or {}).get("mean"))]
         for name in ranked
     ]  # fmt: skip
-    lines = [f"# Generation benchmark: {result['images']}", "", "Mean mu per category; overall = mean of means.", ""]
-    lines += table(["generator", *categories, "overall"], rows)
+    lines = table(["generator", *categories, "overall"], rows)
     for name in ranked:
         stats = {**generators[name]["categories"], "OVERALL": generators[name]["overall"]}
         rows = [[c, s["count"], *(number(s[k]) for k in ("mean", "std", "min", "max"))] for c, s in stats.items() if s]
-        lines += ["", f"## {name}", "", *table(["category", "count", "mean", "std", "min", "max"], rows)]
-    missing = result["missing_prompts"]
-    notes = exclusions(result)
+        lines += ["", f"{heading} {name}", "", *table(["category", "count", "mean", "std", "min", "max"], rows)]
+    return lines
+
+
+def markdown(result: dict) -> str:
+    """One model: its tables. Several: a section of tables per model."""
+    categories, missing = result["categories"], result["missing_prompts"]
+    notes = []
     if missing["count"]:
         shown = ", ".join(f"`{name}`" for name in missing["first"])
-        notes.insert(0, f"- Images without a .txt prompt ({missing['count']}, excluded): {shown}")
-    return "\n".join([*lines, "", *notes]) + "\n"
+        notes.append(f"- Images without a .txt prompt ({missing['count']}, excluded): {shown}")
+    title = f"# Generation benchmark: {result['images']}"
+    if "models" not in result:
+        lines = [title, "", "Mean mu per category; overall = mean of means.", "", *_tables(result, categories, "##")]
+        return "\n".join([*lines, "", *notes, *exclusions(result)]) + "\n"
+    lines = [title, "", "Mean score per category (HPSv3: mu); overall = mean of means."]
+    lines += ["", *notes] if notes else []
+    for model, block in result["models"].items():
+        lines += ["", f"## {model}", "", *_tables(block, categories, "###"), "", *exclusions(block)]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _by_generator(found: dict, refs: dict, prompts: dict, scores: Scores) -> dict:
+    """generator → per-category statistics and the OVERALL row, from one model's scores."""
+    generators = {}
+    for generator, categories in found.items():
+        stats = {}
+        for category, images in categories.items():
+            values = [scores.score.get((refs[i], prompts[i])) for i in images if prompts[i] is not None]
+            values = [value for value in values if value is not None]
+            if values:
+                stats[category] = score_stats(values)
+        generators[generator] = {"categories": stats, "overall": overall_stats(stats) if stats else None}
+    return generators
 
 
 def run_generation(args: argparse.Namespace) -> Report:
@@ -90,31 +118,23 @@ def run_generation(args: argparse.Namespace) -> Report:
     items = [(refs[image], prompt) for image, prompt in prompts.items() if prompt is not None]
     cache = ScoreCache(args.cache)
     try:
-        scores = score_items(items, cache, Endpoint.from_args(args))
+        by_model = score_items(items, cache, Endpoint.from_args(args))
     finally:
         cache.close()
-    generators = {}
-    for generator, categories in found.items():
-        stats = {}
-        for category, images in categories.items():
-            mus = [scores.mu.get((refs[i], prompts[i])) for i in images if prompts[i] is not None]
-            mus = [mu for mu in mus if mu is not None]
-            if mus:
-                stats[category] = score_stats(mus)
-        generators[generator] = {"categories": stats, "overall": overall_stats(stats) if stats else None}
-    all_categories = sorted({c for categories in found.values() for c in categories})
+    blocks = {
+        model: {"generators": _by_generator(found, refs, prompts, scores), **scores.problems(), "run": scores.stats}
+        for model, scores in by_model.items()
+    }
     result = {
         "task": "generation",
         "images": str(args.images),
         "layout": layout,
         "limit": args.limit,
         "prompt": "first line of IMAGE.txt" if args.first_line else "IMAGE.txt, stripped",
-        "categories": all_categories,
-        "generators": generators,
+        "categories": sorted({c for categories in found.values() for c in categories}),
         "missing_prompts": {"count": len(no_prompt), "first": no_prompt[:FIRST]},
-        **scores.problems(),
-        "run": scores.stats,
+        **model_blocks(blocks),
     }
-    return Report(
-        "generation", result, markdown(result), lambda path: category_bars(result, path), failed=len(scores.failed)
-    )
+    chart = (lambda path: category_bars(result, path)) if "models" not in result else None  # one model's bars
+    failed = sum(len(scores.failed) for scores in by_model.values())
+    return Report("generation", result, markdown(result), chart, failed=failed)

@@ -1,17 +1,20 @@
-"""`pairs` and `ranking`: how often the served model prefers the image people preferred.
+"""`pairs` and `ranking`: how often each served model prefers the image people preferred.
 
-Both reduce to pairs (a ranked list gives all its pairs) and count them the same way; see TIE_RULES.
+Both reduce to pairs (a ranked list gives all its pairs) and count them the same way; see TIE_RULES. With several
+models (`--model hpsv3,pickscore`) the report leads with the paper's table shape: models as rows, the data file as
+the column, model ties apart.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections import Counter, defaultdict
+from pathlib import Path
 
 from .cache import ScoreCache
 from .formats import Pair, load_lists, load_pairs
 from .metrics import CI_METHOD, PairCounts
-from .report import Report, exclusions, interval, percent, table
+from .report import Report, exclusions, interval, model_blocks, percent, table
 from .scoring import Endpoint, Scores, score_items
 
 HUMAN_TIE_RULE = (
@@ -20,8 +23,9 @@ HUMAN_TIE_RULE = (
     "out of every accuracy"
 )
 MODEL_TIE_RULE = (
-    "a pair whose two mu differ by at most the tie tolerance is a model tie: not correct in `accuracy` (as the "
-    "official evaluation, which counts mu(preferred) > mu(other)), left out of `accuracy_without_model_ties`"
+    "a pair whose two scores (HPSv3: mu) differ by at most the tie tolerance is a model tie: not correct in "
+    "`accuracy` (as the official evaluation, which counts mu(preferred) > mu(other)), left out of "
+    "`accuracy_without_model_ties`"
 )
 COUNT_HEADER = ["pairs", "correct", "wrong", "model ties", "accuracy", "95 % CI", "accuracy without model ties"]
 
@@ -37,7 +41,7 @@ def evaluate(pairs: list[Pair], scores: Scores, tolerance: float) -> dict:
         if problem:
             excluded[f"{problem}_image"] += 1
             continue
-        mu_chosen, mu_rejected = scores.mu[(pair.chosen, pair.prompt)], scores.mu[(pair.rejected, pair.prompt)]
+        mu_chosen, mu_rejected = scores.score[(pair.chosen, pair.prompt)], scores.score[(pair.rejected, pair.prompt)]
         overall.add(mu_chosen, mu_rejected, tolerance)
         if pair.models:
             by_models[" vs ".join(sorted(pair.models))].add(mu_chosen, mu_rejected, tolerance)
@@ -54,24 +58,49 @@ def _row(label: str, counts: dict) -> list[object]:
     return [label, *values, interval(counts["ci95"]), percent(counts["accuracy_without_model_ties"])]
 
 
-def markdown(title: str, result: dict) -> str:
+def _counts(result: dict) -> list[str]:
+    """One model's count table, what was left out, and the missing or failed items."""
     excluded = result["excluded"]
-    lines = [f"# {title}", ""]
-    lines += table(["", *COUNT_HEADER], [_row("all", result["overall"])])
-    lines += [
+    lines = table(["", *COUNT_HEADER], [_row("all", result["overall"])])
+    return [
+        *lines,
         "",
         f"{result['pairs_in_data']} pairs in the data; left out: {excluded['human_ties']} human ties, "
         f"{excluded['missing_image']} with a missing image file, {excluded['failed_image']} with an image the "
         "endpoint could not score.",
-        "",
+    ]
+
+
+def _rules(result: dict) -> list[str]:
+    return [
         f"- Human ties: {HUMAN_TIE_RULE}.",
         f"- Model ties: {MODEL_TIE_RULE}; tolerance {result['rules']['tie_tolerance']:g}.",
         f"- Interval: {CI_METHOD}.",
-        *exclusions(result),
     ]
-    if result["by_model_pair"]:
-        rows = [_row(name, counts) for name, counts in result["by_model_pair"].items()]
-        lines += ["", "## By model pair", "", *table(["models", *COUNT_HEADER], rows)]
+
+
+def _by_model_pair(result: dict, heading: str) -> list[str]:
+    if not result["by_model_pair"]:
+        return []
+    rows = [_row(name, counts) for name, counts in result["by_model_pair"].items()]
+    return ["", f"{heading} By model pair", "", *table(["models", *COUNT_HEADER], rows)]
+
+
+def markdown(title: str, result: dict) -> str:
+    """One model: its counts. Several: the table of accuracies (models as rows), then each model's counts."""
+    if "models" not in result:
+        lines = [f"# {title}", "", *_counts(result), "", *_rules(result), *exclusions(result)]
+        return "\n".join(lines + _by_model_pair(result, "##")) + "\n"
+    column = Path(result["data"]).name
+    rows = [
+        [model, percent(r["overall"]["accuracy"]), r["overall"]["model_ties"], interval(r["overall"]["ci95"]),
+         percent(r["overall"]["accuracy_without_model_ties"]), r["overall"]["pairs"]]
+        for model, r in result["models"].items()
+    ]  # fmt: skip
+    header = ["model", column, "model ties", "95 % CI", "without model ties", "pairs"]
+    lines = [f"# {title}", "", *table(header, rows), "", *_rules(result)]
+    for model, block in result["models"].items():
+        lines += ["", f"## {model}", "", *_counts(block), *exclusions(block), *_by_model_pair(block, "###")]
     return "\n".join(lines) + "\n"
 
 
@@ -81,13 +110,18 @@ def _report(task: str, title: str, pairs: list[Pair], args: argparse.Namespace, 
     endpoint = Endpoint.from_args(args)
     cache = ScoreCache(args.cache)
     try:
-        scores = score_items(items, cache, endpoint)
+        by_model = score_items(items, cache, endpoint)
     finally:
         cache.close()
     rules = {"human_tie": HUMAN_TIE_RULE, "model_tie": MODEL_TIE_RULE, "tie_tolerance": args.tie_tolerance}
     result = {"task": task, "data": str(args.data), **extra, "limit": args.limit, "rules": rules, "ci": CI_METHOD}
-    result |= evaluate(pairs, scores, args.tie_tolerance) | scores.problems() | {"run": scores.stats}
-    return Report(task, result, markdown(title, result), failed=len(scores.failed))
+    blocks = {
+        model: evaluate(pairs, scores, args.tie_tolerance) | scores.problems() | {"run": scores.stats}
+        for model, scores in by_model.items()
+    }
+    result |= model_blocks(blocks)
+    failed = sum(len(scores.failed) for scores in by_model.values())
+    return Report(task, result, markdown(title, result), failed=failed)
 
 
 def run_pairs(args: argparse.Namespace) -> Report:

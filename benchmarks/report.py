@@ -71,3 +71,14 @@ def exclusions(problems: dict) -> list[str]:
             more = f" and {found['count'] - len(found['first'])} more" if found["count"] > len(found["first"]) else ""
             lines.append(f"- {label} ({found['count']}, excluded): {shown}{more}")
     return lines
+
+
+def model_blocks(blocks: dict[str, dict]) -> dict:
+    """One model's numbers at the top level of the report (as before there were several); several under `models`,
+    with the run's counts by model."""
+    if len(blocks) == 1:
+        return next(iter(blocks.values()))
+    runs = {model: block.pop("run") for model, block in blocks.items()}
+    first = next(iter(runs.values()))
+    by_model = {key: {model: run[key] for model, run in runs.items()} for key in ("from_cache", "scored_now")}
+    return {"models": blocks, "run": {"items": first["items"], "unique": first["unique"], **by_model}}

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from .loop import Settings
 
 DESCRIPTION = """\
-Chain-of-Human-Preference: better images from the HPSv3 endpoint with no training.
+Chain-of-Human-Preference: better images from the HPSv3 endpoint (or another served reward model, --reward-model)
+with no training.
 1. model preference: every generator samples --images-per-model images; the endpoint scores them; the
    generator with the best mean score wins, and its best image is kept.
 2. sample preference: --rounds img2img rounds of the winner from the kept image (--strengths, one per
@@ -33,6 +34,7 @@ examples:
   python cohp/run.py --server 127.0.0.1:8001 --prompt "a red fox in the snow" --device cuda
   python cohp/run.py --server 127.0.0.1:8001 --prompts prompts.txt --models flux,sd3   # resumes when rerun
   python cohp/run.py --server 127.0.0.1:8001 --prompt "a cat" --best-of 8 --models flux # selection only
+  python cohp/run.py --server 127.0.0.1:8001 --prompt "a cat" --reward-model pickscore  # another judge
   python cohp/run.py --server 127.0.0.1:8001 --prompt "a cat" --tiny   # tiny random pipelines, offline, CPU
 """
 
@@ -66,7 +68,17 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--server", required=True, metavar="HOST:PORT", help="gRPC address of the hpsv3 endpoint")
-    parser.add_argument("--model-name", default="hpsv3", help="served model name (default: hpsv3)")
+    parser.add_argument(
+        "--reward-model",
+        "--reward_model",
+        "--model-name",
+        dest="reward_model",
+        default="hpsv3",
+        metavar="NAME",
+        help="the served reward model that judges the images (default: hpsv3): hpsv3, or another judge served by "
+        "hpsv3 serve --models (pickscore, hpsv2, imagereward, clip-h, aesthetic; the official CoHP offers hpsv3, "
+        "hpsv2, imagereward, pickscore)",
+    )
     add_tls_arguments(parser)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--prompt", help="one prompt")
@@ -161,7 +173,7 @@ def _run(
     from .scoring import BackgroundScorer
     from .tiny_pipelines import default_root
 
-    with BackgroundScorer(args.server, model=args.model_name, **tls) as scorer:
+    with BackgroundScorer(args.server, model=args.reward_model, **tls) as scorer:
         try:
             scorer.check(args.timeout)  # before any generation
         except (ServerUnavailableError, ModelNotReadyError) as exc:
@@ -173,7 +185,7 @@ def _run(
         for index, prompt in enumerate(prompts):
             folder = prompt_folder(args.output, index, prompt)
             entry = {"prompt": printable(prompt), "folder": folder.name}
-            report = finished(folder, prompt)
+            report = finished(folder, prompt, args.reward_model)
             if report is not None:
                 print(f"skip {folder} (finished: {report['final']['score']:.4f})", file=sys.stderr)
             else:

@@ -157,6 +157,7 @@ def run_prompt(
     shutil.copyfile(out / kept["path"], out / "final.png")
     report = {
         "prompt": prompt,
+        "reward_model": scorer.model,
         "settings": {**settings.__dict__, "strengths": list(settings.strengths[: settings.rounds])},
         "generators": {g.name: {"source": g.source, "steps": g.steps, "guidance": g.guidance} for g in generators},
         "models": models,

@@ -1,5 +1,5 @@
 """Many prompts, resumable: one folder per prompt, finished when its report.json (written last,
-atomically) exists for the same prompt; a restarted run skips those and redoes any unfinished one."""
+atomically) exists for the same prompt and reward model; a restarted run skips those and redoes any other."""
 
 from __future__ import annotations
 
@@ -33,10 +33,12 @@ def prompt_folder(output: Path, index: int, prompt: str) -> Path:
     return output / f"{index:04d}-{slug}"
 
 
-def finished(folder: Path, prompt: str) -> dict | None:
-    """The report of a finished run of `prompt` in `folder`, or None."""
+def finished(folder: Path, prompt: str, reward_model: str = "hpsv3") -> dict | None:
+    """The report of a finished run of `prompt` judged by `reward_model` in `folder`, or None (reports written before
+    the choice of reward model existed were judged by hpsv3)."""
     try:
         report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
-    return report if report.get("prompt") == prompt else None
+    same = report.get("prompt") == prompt and report.get("reward_model", "hpsv3") == reward_model
+    return report if same else None

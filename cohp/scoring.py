@@ -9,6 +9,7 @@ from concurrent.futures import Future
 from PIL import Image
 
 from hpsv3_client import HPSv3Client
+from hpsv3_serve.judges.base import JudgeResult
 from hpsv3_serve.results import ScoreResult
 
 
@@ -17,9 +18,11 @@ class ScoreError(RuntimeError):
 
 
 class BackgroundScorer:
-    """`submit(image, prompt)` returns at once with a Future of mu; requests run on a background loop."""
+    """`submit(image, prompt)` returns at once with a Future of the score (HPSv3: mu; another served judge: its
+    score); requests run on a background loop."""
 
     def __init__(self, url: str, model: str = "hpsv3", timeout_s: float = 120.0, **tls: object) -> None:
+        self.model = model
         self.client = HPSv3Client(url, model=model, timeout_s=timeout_s, **tls)  # tls: hpsv3_serve.client_tls
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="cohp-scoring", daemon=True)
@@ -30,14 +33,15 @@ class BackgroundScorer:
         asyncio.run_coroutine_threadsafe(self.client.wait_ready(timeout_s), self._loop).result()
 
     def submit(self, image: Image.Image, prompt: str, name: str) -> Future[float]:
-        """Score `image` (its pixels, patched by the client); the Future gives mu or raises ScoreError naming `name`."""
+        """Score `image` (its pixels, patched by the client for HPSv3); the Future gives the score or raises ScoreError
+        naming `name`."""
         return asyncio.run_coroutine_threadsafe(self._score(image, prompt, name), self._loop)
 
     async def _score(self, image: Image.Image, prompt: str, name: str) -> float:
-        result: ScoreResult = (await self.client.score_async([image], prompt))[0]
+        result: ScoreResult | JudgeResult = (await self.client.score_async([image], prompt))[0]
         if result.error:
             raise ScoreError(f"{name}: the endpoint did not score it: {result.error}")
-        return float(result.mu)
+        return float(result.score)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Cancel what is still in flight, close the channel and stop the loop thread (also after Ctrl-C)."""
