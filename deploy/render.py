@@ -128,6 +128,12 @@ def _revisions(args: argparse.Namespace) -> dict[str, str]:
     return {name: value for name, value in given.items() if value}
 
 
+def _judge_sources(args: argparse.Namespace) -> dict[str, list[str]]:
+    """The judges' weights and bases that were given (none: each judge's hub ids)."""
+    given = {"HPSV3_JUDGE_WEIGHTS": args.judge_weights, "HPSV3_JUDGE_BASE": args.judge_base}
+    return {name: pairs for name, pairs in given.items() if pairs}
+
+
 def _env(args: argparse.Namespace) -> list[dict]:
     env = [
         {"name": "HPSV3_CHECKPOINT", "value": args.checkpoint},
@@ -135,6 +141,8 @@ def _env(args: argparse.Namespace) -> list[dict]:
         *({"name": name, "value": value} for name, value in _revisions(args).items()),
         {"name": "HPSV3_ENGINE", "value": args.engine},
         {"name": "HPSV3_PRECISION", "value": args.precision},
+        {"name": "HPSV3_MODELS", "value": args.models},
+        *({"name": name, "value": ",".join(pairs)} for name, pairs in _judge_sources(args).items()),
         {"name": "HF_TOKEN_PATH", "value": f"{HF_TOKEN_DIR}/token"},  # huggingface_hub reads the token there
     ]
     if args.admin_secret:  # otherwise the entrypoint makes a random key per start
@@ -338,6 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--engine", choices=("tensorrt-vllm", "torch"), default="tensorrt-vllm",
         help="HPSV3_ENGINE: TensorRT + vLLM (built on first start) or the fast torch engine (no build)")  # fmt: skip
     add("--precision", default="bf16", help="HPSV3_PRECISION: vision encoder engine precision (tensorrt-vllm)")
+    add("--models", default="hpsv3", help="HPSV3_MODELS: reward models to serve, hpsv3 and other judges "
+        "(README: Other reward models), each on the GPU in the judge's torch model, all in `rewards`")  # fmt: skip
+    add("--judge-weights", action="append", default=[], metavar="NAME=PATH",
+        help="HPSV3_JUDGE_WEIGHTS: a judge's weights (hub id or a path in the cache volume); repeatable")  # fmt: skip
+    add("--judge-base", action="append", default=[], metavar="NAME=PATH",
+        help="HPSV3_JUDGE_BASE: what a judge is built on (hub id or a path in the cache volume)")  # fmt: skip
     add("--scratch-size", default="16Gi", help="sizeLimit of /tmp and of HOME, emptyDirs on the node's disk")
     add("--hf-secret", default="hpsv3-hf", help="Secret whose key `token` is the Hugging Face token (optional)")
     add("--admin-secret", help="Secret whose key `key` is the model-control admin key (default: random per start)")

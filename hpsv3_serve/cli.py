@@ -226,23 +226,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _served_judges(args: argparse.Namespace) -> tuple:
     """`--models` (hpsv3 always; the others as `JudgeSource`s) with their `--judge-weights` / `--judge-base`."""
-    from hpsv3_repository.build import JudgeSource, RepositoryError
+    from hpsv3_repository.build import parse_judges
 
-    from .judges import JUDGES
-
-    names = list(dict.fromkeys(name.strip() for name in args.models.split(",") if name.strip()))
-    if unknown := [name for name in names if name not in JUDGES]:
-        raise RepositoryError(f"--models: unknown reward model {unknown[0]!r}; choose from {', '.join(JUDGES)}")
-    sources: dict[str, dict[str, str]] = {"weights": {}, "base": {}}
-    for kind, pairs in (("weights", args.judge_weights), ("base", args.judge_base)):
-        for pair in pairs:
-            name, sep, source = pair.partition("=")
-            if not sep or name not in names or name == "hpsv3":
-                raise RepositoryError(f"--judge-{kind} {pair!r}: expected NAME=PATH-OR-HUB-ID for a judge of --models "
-                                      "(hpsv3 takes --checkpoint / --base)")  # fmt: skip
-            sources[kind][name] = source
-    judges = [name for name in names if name != "hpsv3"]
-    return tuple(JudgeSource(name, sources["weights"].get(name, ""), sources["base"].get(name, "")) for name in judges)
+    return parse_judges(args.models, args.judge_weights, args.judge_base)
 
 
 def cmd_demo_ui(args: argparse.Namespace) -> int:

@@ -19,7 +19,11 @@ for that engine or target (`VARIANTS`: the engine's name first, then the target'
 - judges (`render(..., judges=[JudgeSource("pickscore"), ...])`, `hpsv3 serve --models`): beside the HPSv3
   ensembles, one Python model per judge named as the judge (`templates/judge`: IMAGE + PROMPT → SCORE, the judge's
   own prepare + score_batch, torch on CPU) and `rewards` (`templates/rewards`: IMAGE + PROMPT → SCORE_<MODEL> for
-  HPSv3 and every judge, the image decoded once). On every target and engine they run on CPU.
+  HPSv3 and every judge, the image decoded once). On the cpu target a judge with an ONNX export (`onnx`) runs on
+  ONNX Runtime, the others on torch, all fp32 on KIND_CPU. On the gpu target (either engine) every judge runs its
+  torch model on KIND_GPU in `torch_dtype` (the image has onnxruntime for CPU only, and ImageReward has no export):
+  the ONNX export is not used; `device="cpu"` serves the same render on KIND_CPU (the export if given, else torch
+  fp32), as the tests do.
 - gpu, --engine torch: two steps, preprocess → reward_model, a Python model on KIND_GPU running the fast
   engine (`hpsv3_serve.engines.fast_engine`) on the checkpoint itself: no export, no engine build. With
   `device="cpu"` the same model runs on KIND_CPU in fp32 (how the tests serve it).
@@ -169,11 +173,38 @@ def render(
         elif code := template(model, "1/model.py", VARIANTS[engine]):
             shutil.copy(code, dest / "1" / "model.py")
     if judges:
-        _render_judges(staging, judges, values)
+        _render_judges(staging, judges, values | judge_placement(target, settings))
     check_ensemble(staging)
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     return out
+
+
+def judge_placement(target: str, settings: RepositorySettings) -> dict[str, str]:
+    """Where the judges of a `target` render run: `judge_device`, `judge_dtype` and `judge_kind`."""
+    if target == "gpu" and settings.device.startswith("cuda"):
+        return {"judge_device": settings.device, "judge_dtype": settings.torch_dtype, "judge_kind": "KIND_GPU"}
+    return {"judge_device": "cpu", "judge_dtype": "float32", "judge_kind": "KIND_CPU"}
+
+
+def parse_judges(models: str, weights: Sequence[str] = (), bases: Sequence[str] = ()) -> tuple[JudgeSource, ...]:
+    """The judges of a `--models` list (hpsv3 always served; not a judge) with `--judge-weights` / `--judge-base`
+    NAME=PATH-OR-HUB-ID pairs (`hpsv3 serve` and the container entrypoint)."""
+    from hpsv3_serve.judges import JUDGES
+
+    names = list(dict.fromkeys(name.strip() for name in models.split(",") if name.strip()))
+    if unknown := [name for name in names if name not in JUDGES]:
+        raise RepositoryError(f"--models: unknown reward model {unknown[0]!r}; choose from {', '.join(JUDGES)}")
+    sources: dict[str, dict[str, str]] = {"weights": {}, "base": {}}
+    for kind, pairs in (("weights", weights), ("base", bases)):
+        for pair in pairs:
+            name, sep, source = pair.partition("=")
+            if not sep or name not in names or name == "hpsv3":
+                raise RepositoryError(f"--judge-{kind} {pair!r}: expected NAME=PATH-OR-HUB-ID for a judge of --models "
+                                      "(hpsv3 takes --checkpoint / --base)")  # fmt: skip
+            sources[kind][name] = source
+    judges = [name for name in names if name != "hpsv3"]
+    return tuple(JudgeSource(name, sources["weights"].get(name, ""), sources["base"].get(name, "")) for name in judges)
 
 
 def _render_judges(staging: Path, judges: Sequence[JudgeSource], values: dict[str, str]) -> None:
@@ -189,6 +220,8 @@ def _render_judges(staging: Path, judges: Sequence[JudgeSource], values: dict[st
     def quoted(text: str) -> str:  # inside a pbtxt string_value
         return json.dumps(text)[1:-1]
 
+    if values["judge_device"] != "cpu":  # on the GPU: the torch judge (see the module doc)
+        judges = [JudgeSource(judge.name, judge.weights, judge.base) for judge in judges]
     for judge in judges:
         fields = {"judge": judge.name, "judge_weights": quoted(judge.weights), "judge_base": quoted(judge.base),
                   "judge_onnx": quoted(judge.onnx)}  # fmt: skip
@@ -212,6 +245,39 @@ def check_ensemble(repository: Path) -> None:
     }
     for name in ENSEMBLES:
         _check_steps(name, configs)
+    if REWARDS in configs:
+        _check_rewards(configs)
+
+
+def _check_rewards(configs: dict) -> None:
+    """`rewards` (a Python model, no ensemble): a SCORE_<MODEL> output for hpsv3 and for each judge it runs, each
+    judge also served as its own IMAGE + PROMPT → SCORE model on the same device, and `hpsv3_patches` for HPSv3."""
+    from tritonclient.grpc import model_config_pb2
+
+    from hpsv3_serve.judges.served import score_output
+
+    rewards = configs[REWARDS]
+    parameters = {key: value.string_value for key, value in rewards.parameters.items()}
+    names = [source["name"] for source in json.loads(parameters.get("judges", "[]"))]
+    outputs = {tensor.name: tensor.data_type for tensor in rewards.output}
+    wanted = {score_output(name): model_config_pb2.TYPE_FP32 for name in ("hpsv3", *names)}
+    if outputs != wanted:
+        raise RepositoryError(f"{REWARDS}: outputs {sorted(outputs)} are not one FP32 score per model {sorted(wanted)}")
+    if "hpsv3_patches" not in configs:
+        raise RepositoryError(f"{REWARDS}: HPSv3's ensemble hpsv3_patches is not in this repository")
+    kinds = {group.kind for group in rewards.instance_group}
+    for name in names:
+        judge = configs.get(name)
+        if judge is None:
+            raise RepositoryError(f"{REWARDS}: judge {name} is not a model of this repository")
+        inputs = {tensor.name: tensor.data_type for tensor in judge.input}
+        if inputs != {key: model_config_pb2.TYPE_STRING for key in ("IMAGE", "PROMPT")} or [
+            (tensor.name, tensor.data_type) for tensor in judge.output
+        ] != [("SCORE", model_config_pb2.TYPE_FP32)]:
+            raise RepositoryError(f"{name}: not IMAGE + PROMPT (BYTES) → SCORE (FP32) as every judge")
+        device = judge.parameters["device"].string_value
+        if {group.kind for group in judge.instance_group} != kinds or device != parameters.get("device"):
+            raise RepositoryError(f"{name} runs on {device}, {REWARDS} on {parameters.get('device')}: not the same")
 
 
 def _check_steps(name: str, configs: dict) -> None:

@@ -13,11 +13,13 @@ Each start, under --cache (a volume; replicas sharing it take turns through a lo
   4. CACHE/serve/onnx/tensorrt gpu: TensorRT engines (`python export/tensorrt.py`), built on first start and
                                again whenever its engines.json differs: source graphs, precision, batch size,
                                TensorRT version, GPU model
-  5. --repository              the Triton repository rendered for the target (pod-local, never shared; by
+  5. CACHE/serve/judges/NAME   cpu: each CLIP judge of --models exported to ONNX (as `hpsv3 serve`, redone when
+                               its sources change); on gpu the judges run their torch models on the GPU, no export
+  6. --repository              the Triton repository rendered for the target (pod-local, never shared; by
                                default a new private directory, mkdtemp, for each start)
 
 With --engine torch ($HPSV3_ENGINE) the gpu target serves the fast torch engine on the checkpoint itself: steps
-2-4 are skipped (no export, no engine build), only step 1 and 5 run.
+2-5 are skipped (no export, no engine build), only step 1 and 6 run.
 
 then run tritonserver (the image's for gpu, nvidia-pytriton's for cpu) with every model loaded under explicit
 model control, and a watchdog that reloads a Python-backend model whose stub process died (as `hpsv3 serve`
@@ -59,7 +61,16 @@ from hpsv3_serve.errors import HPSv3Error
 
 from .admin import read_admin_key
 from .allocator import CHOICES
-from .build import ENGINES_DIR, TARGET_ENGINES, TARGETS, VLLM_DIR, render, settings_for, settings_for_checkpoint
+from .build import (
+    ENGINES_DIR,
+    TARGET_ENGINES,
+    TARGETS,
+    VLLM_DIR,
+    parse_judges,
+    render,
+    settings_for,
+    settings_for_checkpoint,
+)
 from .launcher import TritonServer
 from .serve import serve_forever
 
@@ -193,10 +204,12 @@ def _link(link: Path, target: Path) -> None:
 
 
 def prepare(args: argparse.Namespace, report: Say = say) -> Path:
-    """Steps 1-5 (see the module doc); returns the rendered repository."""
+    """Steps 1-6 (see the module doc); returns the rendered repository."""
     from hpsv3_export.vllm_export import ensure_vllm_folder
 
-    from .serve import ensure_artifacts
+    from .serve import ensure_artifacts, export_judges
+
+    judges = parse_judges(args.models, args.judge_weights, args.judge_base)  # before any download
 
     torch_engine = args.target == "gpu" and args.engine == "torch"
     if torch_engine:
@@ -210,8 +223,8 @@ def prepare(args: argparse.Namespace, report: Say = say) -> Path:
         overrides: dict = {"max_batch_size": args.max_batch_size, "preprocess_instances": args.instances}
         if torch_engine:
             settings = settings_for_checkpoint(checkpoint, base, **overrides)
-            repository = render("gpu", settings, args.repository, "torch")
-            report(f"rendered the gpu repository (fast torch engine) in {repository}")
+            repository = render("gpu", settings, args.repository, "torch", judges=judges)
+            report(f"rendered the gpu repository (fast torch engine{_with(judges)}) in {repository}")
             return repository
         workdir = args.cache / "serve"
         artifacts = ensure_artifacts(checkpoint, base, workdir, report)
@@ -219,9 +232,20 @@ def prepare(args: argparse.Namespace, report: Say = say) -> Path:
             _link(artifacts / VLLM_DIR, ensure_vllm_folder(checkpoint, base, workdir, report))
             ensure_engines(artifacts, *environment, args, report)
             overrides["gpu_memory_utilization"] = args.gpu_memory_utilization
-        repository = render(args.target, settings_for(artifacts, **overrides), args.repository)
-    report(f"rendered the {args.target} repository in {repository}")
+        if args.target == "cpu":
+            judges = export_judges(judges, workdir, report)
+        repository = render(args.target, settings_for(artifacts, **overrides), args.repository, judges=judges)
+    report(f"rendered the {args.target} repository{_with(judges)} in {repository}")
     return repository
+
+
+def _with(judges: tuple) -> str:
+    return f" with {', '.join(judge.name for judge in judges)} and rewards" if judges else ""
+
+
+def _pairs(value: str | None) -> list[str]:
+    """NAME=PATH pairs of an environment variable, separated by commas or whitespace."""
+    return (value or "").replace(",", " ").split()
 
 
 def _require_gpu() -> None:
@@ -311,6 +335,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--base-revision",
         default=env("HPSV3_BASE_REVISION") or None,
         help="commit hash, branch or tag of a --base hub id ($HPSV3_BASE_REVISION; default: its main branch)",
+    )
+    parser.add_argument(
+        "--models",
+        default=env("HPSV3_MODELS", "hpsv3"),
+        metavar="NAME[,NAME...]",
+        help="reward models to serve ($HPSV3_MODELS; as `hpsv3 serve --models`): hpsv3 and any of the other reward "
+        "models (README: Other reward models), each its own Triton model named as it, all together in `rewards`",
+    )
+    parser.add_argument(
+        "--judge-weights",
+        action="append",
+        default=_pairs(env("HPSV3_JUDGE_WEIGHTS")),
+        metavar="NAME=PATH",
+        help="a judge's weights: file, folder or hub id (default: its hub id); repeatable ($HPSV3_JUDGE_WEIGHTS: "
+        "pairs separated by commas)",
+    )
+    parser.add_argument(
+        "--judge-base",
+        action="append",
+        default=_pairs(env("HPSV3_JUDGE_BASE")),
+        metavar="NAME=PATH",
+        help="what a judge is built on: CLIP processor / backbone (default: its hub id); repeatable "
+        "($HPSV3_JUDGE_BASE: pairs separated by commas)",
     )
     parser.add_argument(
         "--repository",

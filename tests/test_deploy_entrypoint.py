@@ -150,6 +150,34 @@ def test_torch_engine_renders_from_the_checkpoint_without_export_or_build(
     assert not (tmp_path / "cache" / "serve").exists()
 
 
+def test_models_come_from_the_environment(
+    cache: Path, tiny: Path, tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$HPSV3_MODELS (+ $HPSV3_JUDGE_WEIGHTS / $HPSV3_JUDGE_BASE) as `hpsv3 serve --models`: on cpu the CLIP judge is
+    exported into the cache once (keyed as `hpsv3 serve`), on the gpu its torch model is rendered on KIND_GPU."""
+    from hpsv3_serve.judges.tiny import make_tiny_judges
+
+    judges = make_tiny_judges(tmp_path / "judges")
+    monkeypatch.setenv("HPSV3_MODELS", "hpsv3,clip-h")
+    monkeypatch.setenv("HPSV3_JUDGE_WEIGHTS", f"clip-h={judges / 'clip-h'}")
+    said: list[str] = []
+    for _ in range(2):
+        args = entrypoint.build_parser().parse_args(_args(cache, tiny, tiny_checkpoint, "cpu"))
+        repository = entrypoint.prepare(args, said.append)
+    assert [line.split(" ", 1)[0] for line in said if "clip-h's" in line] == ["exporting", "reusing"]
+    config = (repository / "clip-h" / "config.pbtxt").read_text()
+    assert f'"{cache / "serve" / "judges" / "clip-h"}"' in config and (repository / "rewards").is_dir()
+    assert "with clip-h and rewards" in said[-1]
+    monkeypatch.setenv("HPSV3_ENGINE", "torch")
+    monkeypatch.setattr(entrypoint, "require_gpu", lambda: H100)
+    args = entrypoint.build_parser().parse_args(_args(tmp_path / "gpu", tiny, tiny_checkpoint, "gpu"))
+    config = (entrypoint.prepare(args, lambda _: None) / "clip-h" / "config.pbtxt").read_text()
+    assert "KIND_GPU" in config and str(judges / "clip-h") in config and not (tmp_path / "gpu" / "serve").exists()
+    monkeypatch.setenv("HPSV3_MODELS", "hpsv3,nope")
+    with pytest.raises(HPSv3Error, match="unknown reward model 'nope'"):
+        entrypoint.prepare(entrypoint.build_parser().parse_args(_args(cache, tiny, tiny_checkpoint, "cpu")))
+
+
 def test_failed_engine_build_is_reported_and_not_recorded(
     tiny_artifacts: Path, tmp_path: Path, capfd: pytest.CaptureFixture
 ) -> None:

@@ -202,6 +202,19 @@ def test_hub_revisions_reach_the_entrypoint_only_when_pinned() -> None:
     assert pinned["HPSV3_REVISION"] == "a" * 40 and pinned["HPSV3_BASE_REVISION"] == "b" * 40
 
 
+def test_served_models_reach_the_entrypoint() -> None:
+    def env(*argv: str) -> dict[str, str]:
+        _, container = _pod(objects(*argv))
+        return {item["name"]: item.get("value") for item in container["env"]}
+
+    assert env()["HPSV3_MODELS"] == "hpsv3" and "HPSV3_JUDGE_WEIGHTS" not in env()
+    chosen = env("--models", "hpsv3,pickscore,clip-h", "--judge-weights", "pickscore=/models/cache/ps",
+                 "--judge-weights", "clip-h=/models/cache/ch", "--judge-base", "pickscore=/models/cache/b")  # fmt: skip
+    assert chosen["HPSV3_MODELS"] == "hpsv3,pickscore,clip-h"
+    assert chosen["HPSV3_JUDGE_BASE"] == "pickscore=/models/cache/b"
+    assert chosen["HPSV3_JUDGE_WEIGHTS"] == "pickscore=/models/cache/ps,clip-h=/models/cache/ch"
+
+
 def test_the_adapter_rule_serves_the_autoscalers_metric() -> None:
     values = yaml.safe_load((ROOT / "deploy" / "prometheus-adapter-values.yaml").read_text())
     rule = values["rules"]["custom"][0]

@@ -6,6 +6,7 @@ alone without leaking anything, and `hpsv3 score --endpoint --model` works."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from hpsv3_client import HPSv3Client, HPSv3Reward
-from hpsv3_repository.build import JudgeSource, RepositoryError, render, settings_for_checkpoint
+from hpsv3_repository.build import JudgeSource, RepositoryError, check_ensemble, render, settings_for_checkpoint
 from hpsv3_repository.launcher import TritonServer
 from hpsv3_repository.serve import export_judges
 from hpsv3_serve.judges.served import prepare_all, score_output
@@ -90,6 +91,60 @@ def test_render_adds_a_model_per_judge_and_rewards(tiny: Path, tiny_checkpoint: 
     for bad in ([JudgeSource("hpsv3")], [JudgeSource("nope")], [JudgeSource("clip-h")] * 2):
         with pytest.raises(RepositoryError):
             render("gpu", settings, tmp_path / "bad", "torch", judges=bad)
+
+
+def test_gpu_render_runs_the_torch_judges_on_the_gpu(tiny: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """On the GPU (either engine) every judge is its torch model on KIND_GPU in the GPU dtype, the export unused; the
+    check covers `rewards`: one score per model, each judge served alone on the same device."""
+    settings = settings_for_checkpoint(tiny_checkpoint, tiny / "base", torch_dtype="float16")
+    judges = [JudgeSource("pickscore", onnx="/exported/pickscore"), JudgeSource("imagereward")]
+    out = render("gpu", settings, tmp_path / "repo", "torch", judges=judges)
+    for model in ("pickscore", "imagereward", "rewards"):
+        config = (out / model / "config.pbtxt").read_text()
+        assert "kind: KIND_GPU" in config and '"cuda"' in config and '"float16"' in config, model
+        assert "/exported" not in config
+    cpu = settings_for_checkpoint(tiny_checkpoint, tiny / "base", device="cpu", torch_dtype="float32")
+    config = (render("gpu", cpu, tmp_path / "cpu", "torch", judges=judges) / "pickscore" / "config.pbtxt").read_text()
+    assert "kind: KIND_CPU" in config and '"/exported/pickscore"' in config  # served on CPU: as the cpu target
+    rewards = out / "rewards" / "config.pbtxt"
+    text = rewards.read_text()
+    rewards.write_text(text.replace(f'"{score_output("imagereward")}"', '"SCORE_OTHER"'))
+    with pytest.raises(RepositoryError, match="one FP32 score per model"):
+        check_ensemble(out)
+    rewards.write_text(text.replace("KIND_GPU", "KIND_CPU"))
+    with pytest.raises(RepositoryError, match="not the same"):
+        check_ensemble(out)
+    shutil.rmtree(out / "imagereward")
+    rewards.write_text(text)
+    with pytest.raises(RepositoryError, match="judge imagereward is not a model"):
+        check_ensemble(out)
+
+
+@pytest.fixture(scope="module")
+def served_on_torch(
+    tiny: Path, tiny_checkpoint: Path, tiny_judges: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TritonServer]:
+    """The gpu render as the container makes it (no judge export: torch judges), served on CPU (`device` cpu)."""
+    settings = settings_for_checkpoint(
+        tiny_checkpoint, tiny / "base", device="cpu", torch_dtype="float32", preprocess_instances=1
+    )
+    workdir = tmp_path_factory.mktemp("torch-judges")
+    repository = render("gpu", settings, workdir / "repo", "torch", judges=judge_sources(tiny_judges)[:2])
+    yield from _running(repository, tmp_path_factory.mktemp("torch-judges-triton"))
+
+
+def test_gpu_render_served_on_cpu_gives_the_official_scores(served_on_torch: TritonServer) -> None:
+    """The torch judges of the gpu render (PickScore and CLIP ViT-H/14 here; fp32 on CPU) give the golden scores,
+    alone and through `rewards`."""
+    rewards = HPSv3Client(served_on_torch.grpc_url, model="rewards", concurrency=4)
+    for name in ("pickscore", "clip-h"):
+        items = GOLDEN["judges"][name][:4]
+        files, prompts = [IMAGES / item["image"] for item in items], [item["prompt"] for item in items]
+        alone = HPSv3Client(served_on_torch.grpc_url, model=name, concurrency=4).score(files, prompts)
+        together = rewards.score(files, prompts)
+        for single, both, item in zip(alone, together, items, strict=True):
+            assert single.ok and both.ok, (single.error, both.error)
+            assert close(single.score, item["score"]) and close(both.scores[name], item["score"]), (name, item)
 
 
 @pytest.mark.parametrize("name", NAMES)

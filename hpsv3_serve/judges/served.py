@@ -42,9 +42,21 @@ class RewardsResult:
         return data | ({"error": self.error} if self.error else {"scores": self.scores})
 
 
-def served_judge(name: str, weights: str, base: str, onnx: str, limits: InputLimits):
+def judge_device(device: str, args: dict) -> str:
+    """A Triton model's `device` parameter for its instance: `cuda` (KIND_GPU) is the instance's own card."""
+    if device == "cuda":
+        import torch
+
+        device = f"cuda:{args['model_instance_device_id']}"
+        torch.cuda.set_device(device)
+    return device
+
+
+def served_judge(
+    name: str, weights: str, base: str, onnx: str, limits: InputLimits, device: str = "cpu", dtype: str = "float32"
+):
     """The judge a Triton model runs: the exported towers on ONNX Runtime when `onnx` names their folder, else the
-    torch judge from `weights` / `base` (empty: its hub ids) on CPU."""
+    torch judge from `weights` / `base` (empty: its hub ids) on `device` in `dtype`."""
     if onnx:
         from pathlib import Path
 
@@ -53,7 +65,7 @@ def served_judge(name: str, weights: str, base: str, onnx: str, limits: InputLim
         return OnnxJudge(Path(onnx), limits)
     from . import load_judge
 
-    scorer = load_judge(name, weights or None, base or None, limits=limits)
+    scorer = load_judge(name, weights or None, base or None, device, dtype, limits=limits)
     scorer.close()  # prepare + score_batch are used directly; the scorer's threads are not needed
     return scorer.judge
 

@@ -5,7 +5,7 @@ import triton_python_backend_utils as pb_utils
 
 from hpsv3_repository.responses import answer_batch, public_input
 from hpsv3_repository.stub_io import model_parameters, request_inputs
-from hpsv3_serve.judges.served import served_judge
+from hpsv3_serve.judges.served import judge_device, served_judge
 from hpsv3_serve.limits import InputLimits
 from hpsv3_serve.prompt import decode_prompt
 
@@ -17,9 +17,11 @@ class TritonPythonModel:
         parameters = model_parameters(args)
         self.name = parameters["judge"]
         limits = InputLimits(allow_urls=False, **{key: int(parameters[key]) for key in LIMITS})
+        device = judge_device(parameters["device"], args)
         self.judge = served_judge(
-            self.name, parameters["weights"], parameters["judge_base"], parameters["onnx"], limits
-        )
+            self.name, parameters["weights"], parameters["judge_base"], parameters["onnx"], limits, device,
+            parameters["dtype"],
+        )  # fmt: skip
 
     def _prepare(self, request):
         image, prompt = request_inputs(pb_utils, request, "IMAGE", "PROMPT")

@@ -10,7 +10,7 @@ import triton_python_backend_utils as pb_utils
 from hpsv3_repository.responses import error_response, public_input
 from hpsv3_repository.stub_io import model_parameters, request_inputs
 from hpsv3_serve.errors import InputError, PromptError, TensorError
-from hpsv3_serve.judges.served import prepare_all, score_output, served_judge
+from hpsv3_serve.judges.served import judge_device, prepare_all, score_output, served_judge
 from hpsv3_serve.limits import InputLimits
 from hpsv3_serve.prompt import decode_prompt
 
@@ -24,8 +24,10 @@ class TritonPythonModel:
         parameters = model_parameters(args)
         self.limits = InputLimits(allow_urls=False, **{key: int(parameters[key]) for key in LIMITS})
         self.judges = {}
+        device = judge_device(parameters["device"], args)
         for source in json.loads(parameters["judges"]):
-            self.judges[source["name"]] = served_judge(**source, limits=self.limits)
+            self.judges[source["name"]] = served_judge(**source, limits=self.limits, device=device,
+                                                       dtype=parameters["dtype"])  # fmt: skip
 
     def _prepare(self, request) -> tuple:
         image, prompt = request_inputs(pb_utils, request, "IMAGE", "PROMPT")
