@@ -109,22 +109,22 @@ def build_tokenizer(tiktoken_path: Path) -> Tokenizer:
     return tokenizer
 
 
-def _download_tiktoken(dest: Path) -> Path:
-    """Fetch the dashscope wheel with pip (no install) and extract the ranks file."""
+def wheel_file(requirement: str, member: str, dest: Path, purpose: str, hint: str) -> Path:
+    """`member` of the wheel of `requirement`, fetched with pip (no install) and written to `dest`; a failure says
+    what it was for (`purpose`) and what to do instead (`hint`)."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, DASHSCOPE_WHEEL]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, requirement]
         result = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = list(Path(tmp).glob("dashscope-*.whl"))
+        wheels = list(Path(tmp).glob("*.whl"))
         if result.returncode != 0 or not wheels:
             detail = (result.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
             raise TokenizerSourceError(
-                f"could not download the {DASHSCOPE_WHEEL} wheel to rebuild the Qwen2 tokenizer "
-                f"({detail}). Download it where PyPI is reachable and pass its "
-                f"`{TIKTOKEN_MEMBER}` with --tiktoken or HPSV3_QWEN_TIKTOKEN."
+                f"could not download the {requirement} wheel to {purpose} ({detail}). Download it where PyPI is "
+                f"reachable and {hint}."
             )
         dest.parent.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(wheels[0]) as wheel:
-            dest.write_bytes(wheel.read(TIKTOKEN_MEMBER))
+            dest.write_bytes(wheel.read(member))
     return dest
 
 
@@ -136,7 +136,10 @@ def find_tiktoken(explicit: Path | None = None) -> Path:
             raise TokenizerSourceError(f"qwen.tiktoken not found at {candidate}")
         return candidate
     cached = cache_dir() / "qwen.tiktoken"
-    return cached if cached.is_file() else _download_tiktoken(cached)
+    if cached.is_file():
+        return cached
+    hint = f"pass its `{TIKTOKEN_MEMBER}` with --tiktoken or HPSV3_QWEN_TIKTOKEN"
+    return wheel_file(DASHSCOPE_WHEEL, TIKTOKEN_MEMBER, cached, "rebuild the Qwen2 tokenizer", hint)
 
 
 def load_or_build_tokenizer(tiktoken: Path | None = None) -> Tokenizer:

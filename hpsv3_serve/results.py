@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+
+from .errors import InputError
 
 
 def printable(prompt: object) -> str:
@@ -35,6 +38,14 @@ class ScoreResult:
         data = asdict(self)
         drop = ("mu", "sigma", "log_sigma") if self.error else ("error",)
         return {key: value for key, value in data.items() if key not in drop}
+
+
+def scores_or_raise(results: Sequence) -> list[float]:
+    """`.score` of every result (HPSv3: mu); raises `InputError` naming the first failures if any item failed."""
+    failed = [result.error for result in results if not result.ok]
+    if failed:
+        raise InputError(f"{len(failed)} of {len(results)} items", "; ".join(failed[:3]))
+    return [result.score for result in results]
 
 
 def format_table(rows: list[dict]) -> str:

@@ -18,7 +18,7 @@ from .inputs import ImageInput, describe, prepare_image
 from .limits import DEFAULT_LIMITS, InputLimits
 from .pixels import image_items
 from .prompt import PromptTokenizer, check_prompt
-from .results import ScoreResult, printable
+from .results import ScoreResult, printable, scores_or_raise
 
 
 class Scorer:
@@ -132,8 +132,4 @@ class Scorer:
 
     def __call__(self, images: Sequence[ImageInput], prompts: str | Sequence[str]) -> list[float]:
         """mu per pair (the score people quote); raises if any item failed."""
-        results = self.score(images, prompts)
-        failed = [r.error for r in results if not r.ok]
-        if failed:
-            raise InputError(f"{len(failed)} of {len(results)} items", "; ".join(failed[:3]))
-        return [r.mu for r in results]
+        return scores_or_raise(self.score(images, prompts))

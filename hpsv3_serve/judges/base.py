@@ -24,7 +24,7 @@ from ..errors import InputError, PromptError
 from ..inputs import ImageInput, describe
 from ..limits import InputLimits
 from ..pixels import image_items
-from ..results import printable
+from ..results import printable, scores_or_raise
 
 
 class Judge(Protocol):
@@ -148,8 +148,4 @@ class JudgeScorer:
 
     def __call__(self, images: Sequence[ImageInput], prompts: str | Sequence[str]) -> list[float]:
         """The score per pair; raises if any item failed."""
-        results = self.score(images, prompts)
-        failed = [r.error for r in results if not r.ok]
-        if failed:
-            raise InputError(f"{len(failed)} of {len(results)} items", "; ".join(failed[:3]))
-        return [r.score for r in results]
+        return scores_or_raise(self.score(images, prompts))

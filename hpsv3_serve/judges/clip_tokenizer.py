@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import subprocess
-import sys
-import tempfile
-import zipfile
 from pathlib import Path
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from ..defaults import cache_dir
-from ..qwen_tokenizer import TokenizerSourceError, bytes_to_unicode
+from ..qwen_tokenizer import TokenizerSourceError, bytes_to_unicode, wheel_file
 
 OPEN_CLIP_WHEEL = "open_clip_torch==3.3.0"
 VOCAB_MEMBER = "open_clip/bpe_simple_vocab_16e6.txt.gz"
@@ -30,28 +26,13 @@ VOCAB_SIZE = 49408
 SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
 
-def _download_vocab(dest: Path) -> Path:
-    """Fetch the open_clip_torch wheel with pip (no install) and extract the BPE file."""
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, OPEN_CLIP_WHEEL]
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = list(Path(tmp).glob("open_clip_torch-*.whl"))
-        if result.returncode != 0 or not wheels:
-            detail = (result.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
-            raise TokenizerSourceError(
-                f"could not download the {OPEN_CLIP_WHEEL} wheel to rebuild the CLIP tokenizer ({detail}). "
-                f"Download it where PyPI is reachable and put its `{VOCAB_MEMBER}` at {dest}."
-            )
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(wheels[0]) as wheel:
-            dest.write_bytes(wheel.read(VOCAB_MEMBER))
-    return dest
-
-
 def find_vocab() -> Path:
     """The BPE file: the cache, or a fresh pip download into it."""
     cached = cache_dir() / "bpe_simple_vocab_16e6.txt.gz"
-    return cached if cached.is_file() else _download_vocab(cached)
+    if cached.is_file():
+        return cached
+    hint = f"put its `{VOCAB_MEMBER}` at {cached}"
+    return wheel_file(OPEN_CLIP_WHEEL, VOCAB_MEMBER, cached, "rebuild the CLIP tokenizer", hint)
 
 
 def build_clip_tokenizer(vocab_path: Path | None = None) -> Tokenizer:
