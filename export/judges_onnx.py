@@ -1,13 +1,16 @@
-"""The CLIP judges' towers (`hpsv3_serve.judges`) → ONNX, verified against the torch judge;
+"""The judges (`hpsv3_serve.judges`: the CLIP judges' towers, ImageReward) → ONNX, verified against the torch judge;
 `hpsv3_serve.judges.onnx_judge.OnnxJudge` scores with them (prepare as the torch judge, no torch weights loaded).
 
 - `image.onnx`: `PIXELS` float32 [B, 3, S, S] (the judge's own preprocessing) → `IMAGE_EMBEDS`, L2-normalised; for
   the aesthetic judge → `SCORE` [B] (normalised embeds through the MLP).
 - `text.onnx` (judges that read the prompt): `INPUT_IDS`, `ATTENTION_MASK` int64 [B, L] → `TEXT_EMBEDS`,
   L2-normalised. The score is their dot product (PickScore: times `logit_scale`, in `judge.json`).
+- ImageReward: one graph, `score.onnx`: `PIXELS` float32 [B, 3, 224, 224], `INPUT_IDS`, `ATTENTION_MASK` int64
+  [B, L] (L is 35: the tokenizer pads to it) → `SCORE` [B] (ViT → BERT with cross-attention → [CLS] → MLP →
+  `(x - MEAN) / STD`), as `ImageRewardJudge.score_batch`.
 
-torch.onnx's TorchScript exporter (opset 17) traces transformers' CLIPModel cleanly (the dynamo exporter is not
-needed for these plain ViTs); batch and prompt length are dynamic.
+torch.onnx's TorchScript exporter (opset 17) traces transformers' CLIPModel and BLIP models cleanly (the dynamo
+exporter is not needed for these plain ViTs and BERTs); batch and prompt length are dynamic.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ from PIL import Image
 from torch import nn
 
 from hpsv3_serve.errors import ModelLoadError
+from hpsv3_serve.judges import imagereward
 from hpsv3_serve.judges.clip_judges import AestheticJudge, ClipJudge, PickScoreJudge
-from hpsv3_serve.judges.onnx_judge import IMAGE_FILE, MANIFEST, TEXT_FILE
+from hpsv3_serve.judges.imagereward import ImageRewardJudge
+from hpsv3_serve.judges.onnx_judge import IMAGE_FILE, MANIFEST, SCORE_FILE, TEXT_FILE
 
 OPSET = 17
 
@@ -59,11 +64,49 @@ class TextTower(nn.Module):
         return _normalised(self.model.text_projection(output.pooler_output))
 
 
-def export_judge(judge: ClipJudge, out: Path, tolerance: float = 1e-5) -> Path:
+class ImageRewardGraph(nn.Module):
+    """Pixels, token ids + mask → ImageReward's score (`ImageRewardJudge.score_batch` as one graph)."""
+
+    def __init__(self, judge: ImageRewardJudge) -> None:
+        super().__init__()
+        self.vision, self.text, self.mlp = judge.vision, judge.text, judge.mlp
+
+    def forward(self, pixels: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        image_embeds = self.vision(pixel_values=pixels).last_hidden_state
+        image_atts = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
+        output = self.text(input_ids=input_ids, attention_mask=attention_mask, encoder_hidden_states=image_embeds,
+                           encoder_attention_mask=image_atts, is_decoder=False)  # fmt: skip
+        return ((self.mlp(output.last_hidden_state[:, 0, :].float()) - imagereward.MEAN) / imagereward.STD)[:, 0]
+
+
+def _export_imagereward(judge: ImageRewardJudge, out: Path) -> dict:
+    """`score.onnx` and `tokenizer.json` (padding and truncation to 35 kept) for ImageReward; its manifest."""
+    size = imagereward.IMAGE_SIZE
+    pixels = torch.zeros((2, 3, size, size), dtype=judge.vision.dtype)
+    encodings = [judge.tokenizer.encode(prompt) for prompt in ("a fox", "a red fox in the snow")]
+    ids = torch.tensor([encoding.ids for encoding in encodings], dtype=torch.long)
+    mask = torch.tensor([encoding.attention_mask for encoding in encodings], dtype=torch.long)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on transformers' shape checks
+        torch.onnx.export(
+            ImageRewardGraph(judge).eval(), (pixels, ids, mask), str(out / SCORE_FILE),
+            input_names=["PIXELS", "INPUT_IDS", "ATTENTION_MASK"], output_names=["SCORE"],
+            dynamic_axes={"PIXELS": {0: "batch"}, "INPUT_IDS": {0: "batch", 1: "length"},
+                          "ATTENTION_MASK": {0: "batch", 1: "length"}},
+            opset_version=OPSET, dynamo=False,
+        )  # fmt: skip
+    judge.tokenizer.save(str(out / "tokenizer.json"))
+    return {"judge": judge.name, "image_size": size, "reads_prompt": True, "scale": 1.0}
+
+
+def export_judge(judge: ClipJudge | ImageRewardJudge, out: Path, tolerance: float = 1e-5) -> Path:
     """Write `image.onnx`, `text.onnx` and `tokenizer.json` (if the judge reads prompts) and `judge.json` for `judge`
-    into `out`; refused when ONNX Runtime's score of a test image is off torch's by more than `tolerance`
-    (relative to max(1, |score|))."""
+    into `out` (ImageReward: `score.onnx`, `tokenizer.json`, `judge.json`); refused when ONNX Runtime's score of a
+    test image is off torch's by more than `tolerance` (relative to max(1, |score|))."""
     out.mkdir(parents=True, exist_ok=True)
+    if isinstance(judge, ImageRewardJudge):
+        manifest = _export_imagereward(judge, out)
+        return _check_parity(judge, out, manifest, tolerance)
     size = judge.image_size
     pixels = torch.zeros((2, 3, size, size), dtype=judge.model.dtype)
     with torch.no_grad(), warnings.catch_warnings():
@@ -83,10 +126,15 @@ def export_judge(judge: ClipJudge, out: Path, tolerance: float = 1e-5) -> Path:
                 opset_version=OPSET, dynamo=False,
             )  # fmt: skip
             judge.tokenizer.save(str(out / "tokenizer.json"))
-    from hpsv3_serve.judges.onnx_judge import OnnxJudge  # the parity check: a test image, torch vs ONNX Runtime
-
     scale = float(judge.model.logit_scale.detach().exp()) if isinstance(judge, PickScoreJudge) else 1.0
     manifest = {"judge": judge.name, "image_size": size, "reads_prompt": judge.reads_prompt, "scale": scale}
+    return _check_parity(judge, out, manifest, tolerance)
+
+
+def _check_parity(judge, out: Path, manifest: dict, tolerance: float) -> Path:
+    """Write `judge.json`; refuse the export when ONNX Runtime's score of a test image is off torch's."""
+    from hpsv3_serve.judges.onnx_judge import OnnxJudge
+
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     gradient = np.linspace(0, 255, 3 * 200 * 300).reshape(200, 300, 3).astype(np.uint8)
     item = judge.prepare(Image.fromarray(gradient), "a photo of a red fox in the snow")

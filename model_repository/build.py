@@ -21,7 +21,7 @@ for that engine or target (`VARIANTS`: the engine's name first, then the target'
   own prepare + score_batch, torch on CPU) and `rewards` (`templates/rewards`: IMAGE + PROMPT → SCORE_<MODEL> for
   HPSv3 and every judge, the image decoded once). On the cpu target a judge with an ONNX export (`onnx`) runs on
   ONNX Runtime, the others on torch, all fp32 on KIND_CPU. On the gpu target (either engine) every judge runs its
-  torch model on KIND_GPU in `torch_dtype` (the image has onnxruntime for CPU only, and ImageReward has no export):
+  torch model on KIND_GPU in `torch_dtype` (the image has onnxruntime for CPU only):
   the ONNX export is not used; `device="cpu"` serves the same render on KIND_CPU (the export if given, else torch
   fp32), as the tests do.
 - gpu, --engine torch: two steps, preprocess → reward_model, a Python model on KIND_GPU running the fast

@@ -13,7 +13,7 @@ Each start, under --cache (a volume; replicas sharing it take turns through a lo
   4. CACHE/serve/onnx/tensorrt gpu: TensorRT engines (`python export/tensorrt.py`), built on first start and
                                again whenever its engines.json differs: source graphs, precision, batch size,
                                TensorRT version, GPU model
-  5. CACHE/serve/judges/NAME   cpu: each CLIP judge of --models exported to ONNX (as `hpsv3 serve`, redone when
+  5. CACHE/serve/judges/NAME   cpu: each judge of --models exported to ONNX (as `hpsv3 serve`, redone when
                                its sources change); on gpu the judges run their torch models on the GPU, no export
   6. --repository              the Triton repository rendered for the target (pod-local, never shared; by
                                default a new private directory, mkdtemp, for each start)

@@ -81,9 +81,9 @@ def _source_key(judge: JudgeSource) -> dict:
 def export_judges(
     judges: tuple[JudgeSource, ...], workdir: Path, say: Callable[[str], None] = print
 ) -> tuple[JudgeSource, ...]:
-    """Each CLIP judge with its towers exported to ONNX under `workdir/judges/NAME` (verified against torch), reused
-    while its sources are unchanged (hub ids: as given; pin a revision for a fixed download); other judges as given
-    (served on torch)."""
+    """Each judge (the CLIP judges' towers, ImageReward's one graph) exported to ONNX under `workdir/judges/NAME`
+    (verified against torch), reused while its sources are unchanged (hub ids: as given; pin a revision for a fixed
+    download); a judge with no export as given (served on torch)."""
     import json
     from dataclasses import replace
 
@@ -93,16 +93,16 @@ def export_judges(
 
     exported = []
     for judge in judges:
-        if judge.name not in CLASSES:  # not a CLIP judge: its Triton model runs the torch judge
+        if judge.name not in CLASSES:  # no ONNX export: its Triton model runs the torch judge
             say(f"{judge.name}: no ONNX export for it yet; served on torch (CPU, fp32)")
             exported.append(judge)
             continue
         folder, key = workdir / "judges" / judge.name, _source_key(judge)
         record = folder / "source.json"
         if record.is_file() and json.loads(record.read_text(encoding="utf-8")) == key:
-            say(f"reusing {judge.name}'s ONNX towers in {folder} (sources unchanged)")
+            say(f"reusing {judge.name}'s ONNX graphs in {folder} (sources unchanged)")
         else:
-            say(f"exporting {judge.name}'s towers to ONNX in {folder} (verified against torch) ...")
+            say(f"exporting {judge.name}'s graphs to ONNX in {folder} (verified against torch) ...")
             record.unlink(missing_ok=True)
             with load_judge(judge.name, judge.weights or None, judge.base or None) as scorer:
                 export_judge(scorer.judge, folder)

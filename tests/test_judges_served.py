@@ -66,13 +66,13 @@ def served(
     tiny: Path, tiny_checkpoint: Path, tiny_judges: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TritonServer]:
     """HPSv3 (the torch engine's two steps, on CPU: no export) beside the five tiny judges (the CLIP ones on ONNX
-    Runtime, ImageReward on torch) and `rewards`."""
+    Runtime as exported, ImageReward too) and `rewards`."""
     settings = settings_for_checkpoint(
         tiny_checkpoint, tiny / "base", device="cpu", torch_dtype="float32", preprocess_instances=1
     )
     workdir = tmp_path_factory.mktemp("judges")
-    judges = export_judges(tuple(judge_sources(tiny_judges)), workdir, lambda text: None)  # imagereward: on torch
-    assert [bool(judge.onnx) for judge in judges] == [True, True, True, True, False]
+    judges = export_judges(tuple(judge_sources(tiny_judges)), workdir, lambda text: None)
+    assert [bool(judge.onnx) for judge in judges] == [True, True, True, True, True]
     repository = render("gpu", settings, workdir / "repo", "torch", judges=judges)
     yield from _running(repository, tmp_path_factory.mktemp("judges-triton"))
 
