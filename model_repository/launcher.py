@@ -4,8 +4,11 @@ The Python backend is prepared in a writable work directory (`backends/python` =
 stub built for this interpreter's Python version), and the server's environment is set so that the stub embeds
 *this* interpreter: the interpreter's `bin` is first on PATH (the embedded Python finds `pyvenv.cfg` there, so
 `sys.prefix` is our venv and its site-packages, editable installs included, are importable) and the
-interpreter's own `libpython` comes first on LD_LIBRARY_PATH when it has one. The folder holding `hpsv3_serve`
-is appended to PYTHONPATH, so the models also import it from a source checkout.
+interpreter's own `libpython` comes first on LD_LIBRARY_PATH when it has one (sysconfig's LIBDIR, else
+`sys.base_prefix/lib`: standalone builds such as uv's report a LIBDIR of the machine they were built on).
+The stub's interpreter ignores PYTHONPATH, and its path ends with the backend folder: the launcher links
+`hpsv3_serve` and `hpsv3_repository` (the packages the models import) there, so a source checkout that is
+not installed serves too; an installed copy comes first.
 """
 
 from __future__ import annotations
@@ -89,8 +92,17 @@ def _check_numpy() -> None:
     if int(version.split(".")[0]) >= 2:
         raise ServerStartError(
             f"numpy {version} is installed, but the Triton Python-backend stub is built against numpy 1.x "
-            "(with numpy 2 the models' outputs come back empty); install 'numpy<2'"
+            "(with numpy 2 it misreads every tensor, and a BYTES input kills it); install 'numpy<2'"
         )
+
+
+def _libpython_dir() -> Path | None:
+    """The folder holding this interpreter's shared libpython, if it has one."""
+    soname = sysconfig.get_config_var("INSTSONAME")
+    if not soname or not sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        return None
+    folders = (sysconfig.get_config_var("LIBDIR"), Path(sys.base_prefix) / "lib")
+    return next((Path(folder) for folder in folders if folder and (Path(folder) / soname).is_file()), None)
 
 
 def _prepend(path: str | os.PathLike, current: str | None) -> str:
@@ -297,6 +309,8 @@ class TritonServer:
             (python_backend / _STUB).write_text(_STUB_LAUNCHER)
         for path in python_backend.glob(f"{_STUB}*"):
             path.chmod(0o755)
+        for name, module in (("hpsv3_serve", hpsv3_serve.__file__), ("hpsv3_repository", __file__)):
+            (python_backend / name).symlink_to(Path(module).resolve().parent, target_is_directory=True)
         return binary, backend_dir
 
     def _check_ports(self) -> None:
@@ -352,13 +366,10 @@ class TritonServer:
             return env  # NVIDIA's image: its own stub, Python and libraries
         _, libs = _pytriton_paths()
         library_path = _prepend(libs, env.get("LD_LIBRARY_PATH"))
-        libdir, soname = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("INSTSONAME")
-        if libdir and soname and (Path(libdir) / soname).is_file():  # the stub then embeds this exact Python
+        if libdir := _libpython_dir():  # the stub then embeds this exact Python
             library_path = _prepend(libdir, library_path)
         env["LD_LIBRARY_PATH"] = library_path
         env["PATH"] = _prepend(Path(sys.executable).parent, env.get("PATH"))
-        source_root = Path(hpsv3_serve.__file__).resolve().parent.parent
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), os.fspath(source_root)]))
         return env
 
     def _wait_ready(self, timeout_s: float) -> None:

@@ -241,7 +241,7 @@ def _system_tritonserver(folder: Path) -> Path:
     helper = TritonServer(TOY_REPOSITORY, grpc_port=free_port(), http_port=None, metrics_port=None, workdir=folder)
     binary, backends = helper._prepare()
     env = helper._environment()
-    settings = " ".join(f"{name}={shlex.quote(env[name])}" for name in ("LD_LIBRARY_PATH", "PATH", "PYTHONPATH"))
+    settings = " ".join(f"{name}={shlex.quote(env[name])}" for name in ("LD_LIBRARY_PATH", "PATH"))
     own = [arg for arg in helper.arguments(backends) if arg.startswith(("--backend-directory", "--cache-directory"))]
     script = folder / "tritonserver"
     script.write_text(f'#!/bin/sh\nexec env {settings} {binary} {" ".join(own)} "$@"\n')

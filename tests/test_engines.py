@@ -11,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from hpsv3_serve import engines
 from hpsv3_serve.batching import collate
+from hpsv3_serve.engines.fast_engine import graph_rows, served_lengths
 from hpsv3_serve.errors import ModelLoadError
 from hpsv3_serve.scorer import Scorer
 
@@ -42,6 +44,28 @@ def test_fast_engine_matches_the_reference_on_a_mixed_batch(tiny: Path, tiny_che
     prompts = ["", "a cat", "a red balloon over a quiet lake, long prompt " * 4, "x"]
     batch = collate([scorer.prepare(IMAGES / name, prompt) for name, prompt in zip(names, prompts, strict=True)])
     assert np.abs(fast.score(batch) - scorer.engine.score(batch)).max() <= 1e-5
+
+
+def test_graph_batches_pad_with_zero_rows_that_change_no_real_row(scorer: Scorer) -> None:
+    """CUDA graphs serve dynamic batches by padding them to a graph batch size with zero rows: the real rows'
+    scores are those of the unpadded batch (checked on the eager tower, the code the graphs record)."""
+    assert [graph_rows(count) for count in (1, 2, 3, 4, 5, 8, 9, 16, 17, 24, 25, 32)] == [
+        1, 2, 4, 4, 8, 8, 16, 16, 24, 24, 32, 32
+    ]  # fmt: skip
+    fast = engines.load("fast", model=scorer.engine.model)
+    lengths = served_lengths(scorer.tokenizer)
+    assert lengths == list(range(lengths[0], lengths[0] + 97, 32)) and lengths[0] > 256  # image tokens + template
+    assert fast.warm_up(32, lengths) == 0  # no graphs on CPU: nothing to capture
+    language = fast.fast.language
+    embeds = torch.randn(3, 64, scorer.engine.model.language_model.embed_tokens.weight.shape[1])
+    index = torch.tensor([63, 40, 10])
+    padded = torch.cat([embeds, torch.zeros(1, 64, embeds.shape[-1])])
+    with torch.inference_mode():
+        alone, in_graph_batch = (
+            language(embeds, index),
+            language(padded, torch.cat([index, torch.zeros(1, dtype=torch.long)])),
+        )
+    assert torch.isfinite(in_graph_batch).all() and torch.allclose(in_graph_batch[:3], alone, atol=1e-5)
 
 
 def test_the_factory_names_every_backend_and_says_what_is_missing(tmp_path: Path) -> None:

@@ -70,3 +70,25 @@ def test_batches_are_cut_by_length_then_ordered_by_image_size() -> None:
     items = [item(800, 8), item(880, 4), item(790, 4), item(870, 8), item(805, 4), item(860, 4)]
     batches = length_sorted(items, 3)
     assert [[len(i.input_ids) for i in batch] for batch in batches] == [[790, 805, 800], [860, 880, 870]]
+
+
+def test_endpoint_self_check_serves_what_the_engine_scores(tmp_path: Path) -> None:
+    """`run.sh --endpoint --self-check`: the virtual environment run.sh makes for the stub (over this
+    interpreter's packages, the checkout linked in), the GPU target's repository on the real tritonserver,
+    served scores equal to the in-process fast engine's, throughput per concurrency and latency recorded."""
+    env = {name: value for name, value in os.environ.items() if name not in ("OUT", "PYTHONPATH")}
+    env |= {"PYTHON": sys.executable, "WHEELS": "/nonexistent", "ENDPOINT_WHEELS": "/nonexistent", "OUT": str(tmp_path)}
+    result = subprocess.run(
+        ["bash", str(REPO / "benchmarks/gpu/run.sh"), "--endpoint", "--self-check"],
+        capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    data = json.loads((tmp_path / "endpoint.json").read_text())
+    assert data["errors"] == [] and data["meta"]["self_check"]
+    parity = data["parity"]
+    assert parity["ok"] and parity["failed"] == 0 and parity["max_abs_mu"] < 1e-4 and parity["requests"] == 4
+    assert [row["concurrency"] for row in data["throughput"]] == [1, 4]
+    assert all(row["images_per_s"] > 0 and row["failed"] == 0 for row in data["throughput"])
+    assert data["latency"]["p50_ms"] > 0
+    assert "served vs in-process over 4 requests" in (tmp_path / "endpoint.txt").read_text()
+    assert (tmp_path / "tritonserver.log").stat().st_size > 0 and (tmp_path / "log.txt").is_file()

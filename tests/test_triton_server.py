@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
 import subprocess
 import sys
+import sysconfig
 import urllib.request
 from pathlib import Path
 
@@ -169,3 +171,38 @@ def test_an_unexpected_exception_reaches_the_client_as_an_incident_id_only(toy_s
     assert results[1].mu == 4.0
     log = toy_server.log_path.read_text(encoding="utf-8", errors="replace")
     assert f"hpsv3: incident {match.group(1)}:" in log and "ZeroDivisionError" in log and "model.py" in log
+
+
+def test_a_source_checkout_serves_without_being_installed(tmp_path: Path) -> None:
+    """The stub's Python ignores PYTHONPATH: from a checkout that is not installed, the models import
+    `hpsv3_serve` and `hpsv3_repository` through the links the launcher puts in the backend folder."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    venv_site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], capture_output=True, text=True
+    ).stdout.strip()
+    (Path(venv_site) / "deps.pth").write_text(sysconfig.get_path("purelib") + "\n")  # a plain path: no editables
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    for name, folder in (("hpsv3_serve", "hpsv3_serve"), ("hpsv3_repository", "model_repository"),
+                         ("hpsv3_client", "client")):  # fmt: skip
+        (checkout / name).symlink_to(REPO_ROOT / folder)
+    script = f"""
+import importlib.util, sys
+from hpsv3_client import HPSv3Client
+from hpsv3_repository.launcher import TritonServer, free_port
+server = TritonServer({str(TOY_REPOSITORY)!r}, grpc_port=free_port(), http_port=free_port(), metrics_port=None,
+                      workdir={str(tmp_path / "triton")!r})
+server.start(timeout_s=120)
+try:
+    print(HPSv3Client(server.grpc_url).score([{str(IMAGES / "small_200.png")!r}], "a prompt")[0].mu)
+finally:
+    server.stop()
+"""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"} | {"PYTHONPATH": str(checkout)}
+    result = subprocess.run([python, "-c", script], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert float(result.stdout.split()[-1]) == (IMAGES / "small_200.png").stat().st_size
+    check = subprocess.run([python, "-c", "import hpsv3_serve"], env=env | {"PYTHONPATH": ""}, cwd=tmp_path)
+    assert check.returncode != 0  # the venv itself does not have the package

@@ -6,6 +6,7 @@ record, never half of one."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from hpsv3_serve.files import write_text_atomic
@@ -14,10 +15,12 @@ TARGETS = {"speedup": 3.0, "pct_peak": 60.0, "p50_ms": 60.0}  # issue #8, on an 
 
 
 class Report:
-    """Accumulates results under `out/` as `gpu_bench.json` and `gpu_bench.txt`."""
+    """Accumulates results under `out/` as `NAME.json` and `NAME.txt` (the text made by `renderer`)."""
 
-    def __init__(self, out: Path, meta: dict) -> None:
-        self.out = out
+    def __init__(
+        self, out: Path, meta: dict, name: str = "gpu_bench", renderer: Callable[[dict], str] | None = None
+    ) -> None:
+        self.out, self.name, self.renderer = out, name, renderer or render
         self.data: dict = {"meta": meta, "errors": []}
         out.mkdir(parents=True, exist_ok=True)
         self.write()
@@ -31,8 +34,8 @@ class Report:
         self.write()
 
     def write(self) -> None:
-        write_text_atomic(self.out / "gpu_bench.json", json.dumps(self.data, indent=2) + "\n")
-        write_text_atomic(self.out / "gpu_bench.txt", render(self.data) + "\n")
+        write_text_atomic(self.out / f"{self.name}.json", json.dumps(self.data, indent=2) + "\n")
+        write_text_atomic(self.out / f"{self.name}.txt", self.renderer(self.data) + "\n")
 
 
 def best(rows: list[dict]) -> dict | None:

@@ -6,11 +6,14 @@
   exact for every real token; fused QKV and gate/up matrices; the last layer runs only the reward rows
   (`qwen2_layers`, the same code the ONNX export traces).
 - Optional `torch.compile` of the decoder layer and CUDA graphs of the whole language tower per
-  (batch, padded length) shape. No host syncs: the CPU runs ahead while the GPU works.
+  (graph batch size, padded length): batches are padded with zero rows to 1, 2, 4, 8 or a multiple of 8,
+  so a server's dynamic batches replay a few graphs, captured at load by `FastEngine.warm_up`. No host
+  syncs: the CPU runs ahead while the GPU works.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
@@ -22,9 +25,9 @@ from torch import nn
 from transformers.activations import ACT2FN
 
 from ..batching import Batch
-from ..inputs import NORMALISED, TEMPORAL_PATCH_SIZE, vision_position_ids
+from ..inputs import FACTOR, NORMALISED, PIXELS, TEMPORAL_PATCH_SIZE, vision_position_ids
 from ..model import HPSv3RewardModel
-from ..prompt import IMAGE_PAD_TOKEN_ID, PAD_TOKEN_ID
+from ..prompt import IMAGE_PAD_TOKEN_ID, PAD_TOKEN_ID, PromptTokenizer
 from .qwen2_layers import LayerWeights, decoder_layer, reward_rows_layer, rms_norm, rotate
 
 LENGTH_BUCKET = 32  # sequences are padded to a multiple of this: few shapes to capture (780–870 → 4)
@@ -141,6 +144,20 @@ def per_image_attention(
     return torch.cat(outputs)
 
 
+def graph_rows(count: int) -> int:
+    """The batch size a CUDA graph is captured for: 1, 2, 4, 8, then multiples of 8."""
+    if count <= 8:
+        return 1 << (count - 1).bit_length()
+    return -(-count // 8) * 8
+
+
+def served_lengths(tokenizer: PromptTokenizer, prompt_tokens: int = 96) -> list[int]:
+    """Sequence lengths of served requests to capture graphs for: an image at the served pixel count with
+    prompts of 0 to `prompt_tokens` tokens (longer ones get their graph when first seen)."""
+    shortest = len(tokenizer.encode_one("", PIXELS // FACTOR**2))
+    return list(range(shortest, shortest + prompt_tokens + 1, LENGTH_BUCKET))
+
+
 class FastHPSv3:
     """The fast forward over an `HPSv3RewardModel`'s weights (the model's own modules stay usable)."""
 
@@ -212,26 +229,37 @@ class FastHPSv3:
         norm = self.model.language_model.norm
         return self.model.rm_head(rms_norm(x, norm.weight, self.eps).float())
 
+    def capture(self, rows: int, length: int) -> None:
+        """Capture the language tower's graph for `[rows, length]` inputs (zeros), unless there is one."""
+        if (rows, length) in self.graphs:
+            return
+        hidden = self.model.language_model.embed_tokens.weight
+        static_embeds = hidden.new_zeros(rows, length, hidden.shape[1])
+        static_index = torch.zeros(rows, dtype=torch.long, device=self.device)
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):  # warm-up outside the graph (compilation, cuBLAS workspaces)
+                self.language(static_embeds, static_index)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            static_out = self.language(static_embeds, static_index)
+        self.graphs[(rows, length)] = (graph, static_embeds, static_index, static_out)
+
     def graphed_language(self, embeds: torch.Tensor, reward_index: torch.Tensor) -> torch.Tensor:
-        """`language` replayed from a CUDA graph captured once per (batch, length) shape."""
-        key = (embeds.shape[0], embeds.shape[1])
-        if key not in self.graphs:
-            static_embeds, static_index = embeds.clone(), reward_index.clone()
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                for _ in range(2):  # warm-up outside the graph (compilation, cuBLAS workspaces)
-                    self.language(static_embeds, static_index)
-            torch.cuda.current_stream().wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self.pool):
-                static_out = self.language(static_embeds, static_index)
-            self.graphs[key] = (graph, static_embeds, static_index, static_out)
-        graph, static_embeds, static_index, static_out = self.graphs[key]
-        static_embeds.copy_(embeds)
-        static_index.copy_(reward_index)
+        """`language` replayed from the CUDA graph of the batch's (graph rows, length): the batch is padded
+        with zero rows up to `graph_rows` (few graphs for dynamic batches), their outputs dropped."""
+        count, length = embeds.shape[:2]
+        rows = graph_rows(count)
+        self.capture(rows, length)
+        graph, static_embeds, static_index, static_out = self.graphs[(rows, length)]
+        static_embeds[:count].copy_(embeds)
+        static_embeds[count:].zero_()
+        static_index[:count].copy_(reward_index)
+        static_index[count:].zero_()
         graph.replay()
-        return static_out.clone()
+        return static_out[:count].clone()
 
     @torch.inference_mode()
     def __call__(self, batch: DeviceBatch) -> torch.Tensor:
@@ -271,6 +299,26 @@ class FastEngine:
 
     def score(self, batch: Batch) -> np.ndarray:
         return self.forward(batch).float().cpu().numpy()
+
+    def warm_up(self, max_batch: int, lengths: Sequence[int]) -> int:
+        """Capture the CUDA graphs a server will replay: every graph batch size up to `max_batch` at each of
+        `lengths` (token counts, rounded up to the length bucket), before the first request pays for one.
+        Returns how many graphs there are (0 without CUDA graphs)."""
+        if not self.fast.cuda_graphs:
+            return 0
+        buckets = sorted({-(-length // LENGTH_BUCKET) * LENGTH_BUCKET for length in lengths})
+        sizes = sorted({graph_rows(count) for count in range(1, max_batch + 1)})
+        with torch.inference_mode():
+            for length in buckets:
+                for rows in sizes:
+                    try:
+                        self.fast.capture(rows, length)
+                    except torch.OutOfMemoryError:
+                        raise
+                    except Exception as exc:
+                        self._fall_back(exc)
+                        return 0
+        return len(self.fast.graphs)
 
     def close(self) -> None:
         """Drop the captured graphs (their memory pool goes with them)."""

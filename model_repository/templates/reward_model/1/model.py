@@ -1,5 +1,6 @@
 """Triton Python model `reward_model` (GPU target, --engine torch): the fast engine over each dynamic batch."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ from hpsv3_repository.responses import answer_batch
 from hpsv3_repository.stub_io import model_parameters, request_inputs
 from hpsv3_serve import engines
 from hpsv3_serve.batching import PreparedItem, collate
+from hpsv3_serve.engines.fast_engine import served_lengths
 from hpsv3_serve.inputs import PreparedImage, vision_position_ids
 from hpsv3_serve.limits import InputLimits
 from hpsv3_serve.prompt import PromptTokenizer
@@ -34,7 +36,11 @@ class TritonPythonModel:
             cuda_graphs=parameters["cuda_graphs"] == "True",
         )
         limits = InputLimits(max_prompt_tokens=int(parameters["max_prompt_tokens"]))
-        self.sequences = PromptTokenizer.from_base(Path(parameters["base"]), limits).sequence_rules
+        tokenizer = PromptTokenizer.from_base(Path(parameters["base"]), limits)
+        self.sequences = tokenizer.sequence_rules
+        max_batch = json.loads(args["model_config"])["max_batch_size"]
+        if graphs := self.engine.warm_up(max_batch, served_lengths(tokenizer)):  # before the first request
+            pb_utils.Logger.log_info(f"reward_model: {graphs} CUDA graphs captured for batches up to {max_batch}")
 
     def _prepare(self, request) -> PreparedItem:
         """The request as an item, after checking it is one preprocess could send."""
