@@ -5,13 +5,11 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import platform
 import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -19,7 +17,7 @@ import transformers
 
 from hpsv3_benchmarks.gpu.measure import Deadline, latencies_ms, matmul_peak, synchronize, timed_throughput
 from hpsv3_benchmarks.gpu.official import official_forward, official_inputs
-from hpsv3_benchmarks.gpu.report import Report, best, render, summarise
+from hpsv3_benchmarks.gpu.report import Report, best, render, run_facts, summarise
 from hpsv3_benchmarks.gpu.shapes import FlopModel, build_model
 from hpsv3_benchmarks.gpu.workload import (
     IMAGE_SIZES,
@@ -100,20 +98,8 @@ PROFILES = {
 def environment(device: torch.device, profile: Profile, args: argparse.Namespace) -> dict:
     """What ran where: versions, card, options and the command line."""
     cuda = device.type == "cuda"
-    return {
-        "started_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-        "commit": os.environ.get("HPSV3_COMMIT", "unknown"),
-        "command": " ".join(sys.argv),
-        "self_check": args.self_check,
-        "profile": asdict(profile),
-        "size": profile.size,
-        "dtype": profile.dtype,
-        "device_name": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
+    return run_facts(profile, args.self_check, cuda) | {
         "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
         "fast_engine": "hpsv3_serve.engines.fast_engine.FastEngine (served by build.py --engine torch)",
         "fast_options": {"compile": args.compile and cuda, "cuda_graphs": args.cuda_graphs and cuda},
         "peak_shape": f"{profile.peak_size}³ {profile.dtype}",

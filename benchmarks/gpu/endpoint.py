@@ -20,21 +20,18 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import platform
 import shutil
 import sys
 import tempfile
 import time
 import traceback
-from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hpsv3_benchmarks.gpu.report import Report
+from hpsv3_benchmarks.gpu.report import Report, run_facts
 from hpsv3_serve.defaults import DEFAULT_MAX_BATCH_SIZE
 
 PROMPT_TEXT = (
@@ -123,21 +120,9 @@ def render(data: dict) -> str:
 
 
 def environment(profile: EndpointProfile, args: argparse.Namespace) -> dict:
-    import torch
-
     cuda = profile.device == "cuda"
-    return {
-        "started_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-        "commit": os.environ.get("HPSV3_COMMIT", "unknown"),
-        "command": " ".join(sys.argv),
-        "self_check": args.self_check,
-        "profile": asdict(profile),
-        "size": profile.size,
-        "dtype": profile.dtype,
-        "device_name": torch.cuda.get_device_name() if cuda else platform.processor() or "cpu",
-        "torch": torch.__version__,
+    return run_facts(profile, args.self_check, cuda) | {
         "numpy": np.__version__,
-        "python": platform.python_version(),
         "server": "tritonserver (nvidia-pytriton) · build.py --target gpu --engine torch · "
         f"CUDA graphs {'on' if cuda and args.cuda_graphs else 'off'}",
     }

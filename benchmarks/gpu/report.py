@@ -6,8 +6,14 @@ record, never half of one."""
 from __future__ import annotations
 
 import json
+import os
+import platform
+import sys
 from collections.abc import Callable
+from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from hpsv3_serve.files import write_text_atomic
 
@@ -36,6 +42,26 @@ class Report:
     def write(self) -> None:
         write_text_atomic(self.out / f"{self.name}.json", json.dumps(self.data, indent=2) + "\n")
         write_text_atomic(self.out / f"{self.name}.txt", self.renderer(self.data) + "\n")
+
+
+def run_facts(profile: Any, self_check: bool, cuda: bool) -> dict:
+    """What every GPU report starts with: when, which commit and command, the profile, the card, torch."""
+    import torch
+
+    return {
+        "started_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+        "commit": os.environ.get("HPSV3_COMMIT", "unknown"),
+        "command": " ".join(sys.argv),
+        "self_check": self_check,
+        "profile": asdict(profile),
+        "size": profile.size,
+        "dtype": profile.dtype,
+        "device_name": torch.cuda.get_device_name() if cuda else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+    }
 
 
 def best(rows: list[dict]) -> dict | None:
