@@ -8,9 +8,9 @@ and go to the `hpsv3_patches` twin as uint8 PATCHES + GRID_THW: no encoding, no 
 `model=` picks the served reward model: "hpsv3" (results carry mu and sigma; `.score` is mu) or another judge that
 `hpsv3 serve --models` serves ("pickscore", "clip-h", "aesthetic", "hpsv2", ...: results are `JudgeResult`s whose
 `.score` is the model's SCORE, mu and sigma None), or "rewards" (every served model's score of each item from one
-request: `RewardsResult.scores`, model name → score). Judges take IMAGE only: images held in memory go to them as
-lossless PNG (TIFF for modes PNG cannot hold), in their own mode, so a judge sees the pixels the in-process judge
-would.
+request: `RewardsResult.scores`, model name → score, and `.errors` for a model that refused the item). Judges take
+IMAGE only: images held in memory go to them as lossless PNG (TIFF for modes PNG cannot hold), in their own mode,
+so a judge sees the pixels the in-process judge would.
 
 Several endpoints (`HPSv3Client("gpu-a:8001,gpu-b:8001")` or a list) share the load: each request goes to the
 healthy endpoint with the fewest requests in flight. An endpoint that is down (UNAVAILABLE) or going down
@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+import json
 import os
 import random
 import re
@@ -395,8 +396,10 @@ class HPSv3Client:
             response = await self._call("infer", self.model, inputs)
             if self.rewards:
                 names = {score_output(name): name for name in JUDGES}
-                outputs = [output.name for output in response.get_response().outputs]
-                result.scores = {names.get(out, out): _scalar(response, out) for out in outputs}
+                outputs = [output.name for output in response.get_response().outputs if output.name != "ERRORS"]
+                result.errors = json.loads(response.as_numpy("ERRORS").reshape(-1)[0] or b"{}")
+                result.scores = {names.get(out, out): _scalar(response, out) for out in outputs
+                                 if names.get(out, out) not in result.errors}  # fmt: skip
             else:
                 result.score = _scalar(response, "SCORE")
         except InferenceServerException as exc:

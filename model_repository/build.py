@@ -250,8 +250,9 @@ def check_ensemble(repository: Path) -> None:
 
 
 def _check_rewards(configs: dict) -> None:
-    """`rewards` (a Python model, no ensemble): a SCORE_<MODEL> output for hpsv3 and for each judge it runs, each
-    judge also served as its own IMAGE + PROMPT → SCORE model on the same device, and `hpsv3_patches` for HPSv3."""
+    """`rewards` (a Python model, no ensemble): a SCORE_<MODEL> output for hpsv3 and for each judge it runs and
+    ERRORS, each judge also served as its own IMAGE + PROMPT → SCORE model on the same device, and `hpsv3_patches`
+    for HPSv3."""
     from tritonclient.grpc import model_config_pb2
 
     from hpsv3_serve.judges.served import score_output
@@ -261,8 +262,11 @@ def _check_rewards(configs: dict) -> None:
     names = [source["name"] for source in json.loads(parameters.get("judges", "[]"))]
     outputs = {tensor.name: tensor.data_type for tensor in rewards.output}
     wanted = {score_output(name): model_config_pb2.TYPE_FP32 for name in ("hpsv3", *names)}
+    wanted["ERRORS"] = model_config_pb2.TYPE_STRING
     if outputs != wanted:
-        raise RepositoryError(f"{REWARDS}: outputs {sorted(outputs)} are not one FP32 score per model {sorted(wanted)}")
+        raise RepositoryError(
+            f"{REWARDS}: outputs {sorted(outputs)} are not one FP32 score per model and ERRORS {sorted(wanted)}"
+        )
     if "hpsv3_patches" not in configs:
         raise RepositoryError(f"{REWARDS}: HPSv3's ensemble hpsv3_patches is not in this repository")
     kinds = {group.kind for group in rewards.instance_group}

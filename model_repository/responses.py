@@ -27,16 +27,20 @@ def public_input(exc: InputError) -> str:
     return "PROMPT" if isinstance(exc, PromptError) else "IMAGE"
 
 
-def error_response(pb_utils: Any, model: str, exc: BaseException, tensor: str | None = None) -> Response:
-    """INVALID_ARG `TENSOR: reason` for an `InputError` (`tensor` overrides the name it carries); otherwise a logged
-    incident and a message that only names it."""
+def public_error(pb_utils: Any, model: str, exc: BaseException, tensor: str | None = None) -> tuple[str, int]:
+    """What a client may read of `exc`, and its Triton error code: INVALID_ARG `TENSOR: reason` for an `InputError`
+    (`tensor` overrides the name it carries); otherwise a logged incident and a message that only names it."""
     if isinstance(exc, InputError):
-        error = pb_utils.TritonError(f"{tensor or exc.input_name}: {exc.reason}", pb_utils.TritonError.INVALID_ARG)
-        return pb_utils.InferenceResponse(error=error)
+        return f"{tensor or exc.input_name}: {exc.reason}", pb_utils.TritonError.INVALID_ARG
     incident = uuid.uuid4().hex[:12]
     pb_utils.Logger.log_error(f"{model}: incident {incident}:\n{''.join(traceback.format_exception(exc))}")
-    message = f"{model}: internal error (incident {incident} in the server log)"
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL))
+    return f"{model}: internal error (incident {incident} in the server log)", pb_utils.TritonError.INTERNAL
+
+
+def error_response(pb_utils: Any, model: str, exc: BaseException, tensor: str | None = None) -> Response:
+    """The response of a request that failed with `exc` (`public_error`'s message and code)."""
+    message, code = public_error(pb_utils, model, exc, tensor)
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
 
 
 def answer_each(

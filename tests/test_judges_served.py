@@ -111,6 +111,9 @@ def test_gpu_render_runs_the_torch_judges_on_the_gpu(tiny: Path, tiny_checkpoint
     rewards.write_text(text.replace(f'"{score_output("imagereward")}"', '"SCORE_OTHER"'))
     with pytest.raises(RepositoryError, match="one FP32 score per model"):
         check_ensemble(out)
+    rewards.write_text(text.replace('name: "ERRORS"', 'name: "WHY"'))
+    with pytest.raises(RepositoryError, match="and ERRORS"):
+        check_ensemble(out)
     rewards.write_text(text.replace("KIND_GPU", "KIND_CPU"))
     with pytest.raises(RepositoryError, match="not the same"):
         check_ensemble(out)
@@ -226,6 +229,24 @@ def test_a_bad_item_fails_alone_and_leaks_nothing(served: TritonServer) -> None:
     with pytest.raises(InferenceServerException) as caught:
         grpc.infer("rewards", inputs)
     assert caught.value.message().startswith("PROMPT: not valid UTF-8")
+
+
+def test_rewards_keeps_the_scores_of_the_models_that_accept_an_item(served: TritonServer) -> None:
+    """A prompt over HPSv3's token limit (2048) that the CLIP judges truncate: `rewards` still gives their scores,
+    HPSv3's is missing with its reason in `errors`; scores equal the single-model calls. An image no model can open
+    still fails the request, naming IMAGE."""
+    image, long_prompt = IMAGES / "square_512.png", "a " * 2500
+    result = HPSv3Client(served.grpc_url, model="rewards").score([image, b"not an image"], long_prompt)
+    partial, broken = result
+    assert partial.ok and set(partial.scores) == set(NAMES) and set(partial.errors) == {"hpsv3"}
+    assert partial.errors["hpsv3"].startswith("PROMPT: ") and "(hpsv3)" in partial.errors["hpsv3"]
+    for name in ("pickscore", "aesthetic"):
+        alone = HPSv3Client(served.grpc_url, model=name).score([image], long_prompt)[0]
+        assert close(partial.scores[name], alone.score), name
+    assert partial.to_dict()["errors"] == partial.errors
+    assert not broken.ok and "IMAGE: " in broken.error
+    full = HPSv3Client(served.grpc_url, model="rewards").score([image], "a fox")[0]
+    assert full.errors == {} and "errors" not in full.to_dict() and set(full.scores) == {"hpsv3", *NAMES}
 
 
 def test_cli_scores_on_the_endpoint_with_another_model(served: TritonServer, capsys: pytest.CaptureFixture) -> None:

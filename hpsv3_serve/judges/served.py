@@ -2,7 +2,8 @@
 
 - `score_output(name)`: the tensor of the `rewards` model that carries model `name`'s score (`SCORE_PICKSCORE`,
   `SCORE_CLIP_H`, `SCORE_HPSV2_1`, `SCORE_HPSV3` = HPSv3's mu).
-- `RewardsResult`: what `HPSv3Client(model="rewards")` returns per item: every served model's score by name.
+- `RewardsResult`: what `HPSv3Client(model="rewards")` returns per item: every served model's score by name, and
+  why a model that refused the item did not score it.
 - `prepare_all`: one encoded image and prompt → each judge's prepared item and HPSv3's patches, from a single
   decode (judges `prepare` a PIL image as it is; HPSv3's `prepare_image` converts it to RGB as its preprocess does).
 """
@@ -24,13 +25,14 @@ def score_output(name: str) -> str:
 
 @dataclass
 class RewardsResult:
-    """Every served model's score of one (image, prompt) pair (`scores`: model name → score; hpsv3's is mu), or why
-    the pair could not be scored."""
+    """Every served model's score of one (image, prompt) pair (`scores`: model name → score; hpsv3's is mu) and why
+    any model that refused it could not score it (`errors`: model name → message), or why no model could (`error`)."""
 
     image: str
     prompt: str
     scores: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    errors: dict[str, str] = field(default_factory=dict)
     model = "rewards"
 
     @property
@@ -39,7 +41,9 @@ class RewardsResult:
 
     def to_dict(self) -> dict:
         data = {"image": self.image, "prompt": self.prompt, "model": self.model}
-        return data | ({"error": self.error} if self.error else {"scores": self.scores})
+        if self.error:
+            return data | {"error": self.error}
+        return data | {"scores": self.scores} | ({"errors": self.errors} if self.errors else {})
 
 
 def judge_device(device: str, args: dict) -> str:

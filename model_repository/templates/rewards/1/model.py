@@ -1,4 +1,5 @@
-"""Triton Python model `rewards`: IMAGE + PROMPT → SCORE_<MODEL> for HPSv3 and each judge, the image decoded once."""
+"""Triton Python model `rewards`: IMAGE + PROMPT → SCORE_<MODEL> for HPSv3 and each judge, the image decoded once,
+and ERRORS: why a model that refused the item could not score it (its score is then NaN)."""
 
 import asyncio
 import json
@@ -7,7 +8,7 @@ import re
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from hpsv3_repository.responses import error_response, public_input
+from hpsv3_repository.responses import error_response, public_error, public_input
 from hpsv3_repository.stub_io import model_parameters, request_inputs
 from hpsv3_serve.errors import InputError, PromptError, TensorError
 from hpsv3_serve.judges.served import judge_device, prepare_all, score_output, served_judge
@@ -45,7 +46,9 @@ class TritonPythonModel:
         if response.has_error():
             error = response.error()
             named = NAMED.match(error.message())
-            if error.code() == pb_utils.TritonError.INVALID_ARG and named:  # "PROMPT: over the token limit"
+            # "PROMPT: over the token limit": an input error names an upper-case tensor (an incident names the
+            # model); the code BLS reports for an ensemble's step is not INVALID_ARG, so the name decides
+            if named:
                 kind = PromptError if named.group(1) == "PROMPT" else TensorError  # as hpsv3_patches named it
                 raise kind(named.group(1), f"{named.group(2)} (hpsv3)")
             raise RuntimeError(f"{HPSV3}: {error.message()}")
@@ -88,12 +91,22 @@ class TritonPythonModel:
         for index, outcome in zip(indices, await hpsv3, strict=True):
             outcomes[index] = {"hpsv3": outcome} | outcomes[index]
         for index in indices:
-            failed = [value for value in outcomes[index].values() if isinstance(value, BaseException)]
-            if failed:
-                tensor = public_input(failed[0]) if isinstance(failed[0], InputError) else None
-                responses[index] = error_response(pb_utils, "rewards", failed[0], tensor)
-                continue
-            tensors = [pb_utils.Tensor(score_output(name), np.array([[value]], np.float32))
-                       for name, value in outcomes[index].items()]  # fmt: skip
-            responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
+            responses[index] = self._respond(outcomes[index])
         return responses
+
+    def _respond(self, outcome: dict):
+        """Every model's score; a model that refused the item gets NaN and its reason in ERRORS (JSON, model →
+        message). When none scored it, the request fails with the first model's error."""
+        failed = {name: value for name, value in outcome.items() if isinstance(value, BaseException)}
+
+        def named(exc: BaseException) -> str | None:
+            return public_input(exc) if isinstance(exc, InputError) else None
+
+        if len(failed) == len(outcome):
+            first = next(iter(failed.values()))
+            return error_response(pb_utils, "rewards", first, named(first))
+        reasons = {name: public_error(pb_utils, "rewards", exc, named(exc))[0] for name, exc in failed.items()}
+        tensors = [pb_utils.Tensor(score_output(name), np.array([[np.nan if name in failed else value]], np.float32))
+                   for name, value in outcome.items()]  # fmt: skip
+        tensors.append(pb_utils.Tensor("ERRORS", np.array([[json.dumps(reasons).encode()]], dtype=np.object_)))
+        return pb_utils.InferenceResponse(output_tensors=tensors)
