@@ -142,6 +142,7 @@ def _env(args: argparse.Namespace) -> list[dict]:
         {"name": "HPSV3_ENGINE", "value": args.engine},
         {"name": "HPSV3_PRECISION", "value": args.precision},
         {"name": "HPSV3_MODELS", "value": args.models},
+        {"name": "HPSV3_REWARDS", "value": "1" if args.rewards else "0"},
         *({"name": name, "value": ",".join(pairs)} for name, pairs in _judge_sources(args).items()),
         {"name": "HF_TOKEN_PATH", "value": f"{HF_TOKEN_DIR}/token"},  # huggingface_hub reads the token there
     ]
@@ -348,6 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--precision", default="bf16", help="HPSV3_PRECISION: vision encoder engine precision (tensorrt-vllm)")
     add("--models", default="hpsv3", help="HPSV3_MODELS: reward models to serve, hpsv3 and other judges "
         "(README: Other reward models), each on the GPU in the judge's torch model, all in `rewards`")  # fmt: skip
+    add(
+        "--no-rewards",
+        dest="rewards",
+        action="store_false",
+        help="HPSV3_REWARDS=0: serve the judges alone, without `rewards` (a second copy of their weights)",
+    )
     add("--judge-weights", action="append", default=[], metavar="NAME=PATH",
         help="HPSV3_JUDGE_WEIGHTS: a judge's weights (hub id or a path in the cache volume); repeatable")  # fmt: skip
     add("--judge-base", action="append", default=[], metavar="NAME=PATH",

@@ -210,10 +210,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             admin_key=read_admin_key(args.admin_key_file) if args.admin_key_file else None,
             http_address=args.http_address, metrics_address=args.metrics_address,
         )  # fmt: skip
-        options.judges = _served_judges(args)
+        options.judges, options.rewards = _served_judges(args), args.rewards
         if options.judges:
             names = ", ".join(judge.name for judge in options.judges)
-            print(f"hpsv3 serve: also serving {names} (hpsv3 score --model NAME) and rewards (every score at once)")
+            together = " and rewards (every score at once)" if args.rewards else ""
+            print(f"hpsv3 serve: also serving {names} (hpsv3 score --model NAME){together}")
         server = prepare_server(*_resolve_models(args), args.workdir or default_workdir(), options)
         return serve_forever(server)
     except HPSv3Error as exc:
@@ -372,6 +373,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"reward models to serve, each its own Triton model named as it, and together in "
                         f"`rewards` (one request, every score, the image decoded once); hpsv3 is always served; "
                         f"choose from {', '.join(JUDGES)}")  # fmt: skip
+    judges.add_argument(
+        "--no-rewards",
+        dest="rewards",
+        action="store_false",
+        help="serve the judges alone, without `rewards` (it holds a second copy of their weights)",
+    )
     judges.add_argument("--judge-weights", action="append", default=[], metavar="NAME=PATH",
                         help="a judge's weights (file, folder or hub id; default: its hub id); repeatable")  # fmt: skip
     judges.add_argument("--judge-base", action="append", default=[], metavar="NAME=PATH",

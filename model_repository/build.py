@@ -87,6 +87,7 @@ class RepositorySettings:
     torch_dtype: str = "bfloat16"  # --engine torch: weights dtype (rm_head stays fp32); float32 on cpu
     torch_compile: bool = False  # --engine torch: torch.compile the layers (minutes of warm-up at load)
     cuda_graphs: bool = True  # --engine torch: replay the language tower from CUDA graphs (ignored on cpu)
+    rewards: bool = True  # with judges: the multi-reward model `rewards` (it holds a second copy of their weights)
 
     @property
     def instance_kind(self) -> str:
@@ -135,7 +136,8 @@ def render(
     judges: Sequence[JudgeSource] = (),
 ) -> Path:
     """Write the repository for `target` (on `engine`, default the target's first) into `out` (replaced as a
-    whole), with a model per judge and `rewards` when `judges` are given; check its graph; returns `out`."""
+    whole), with a model per judge and (unless `settings.rewards` is off) `rewards` when `judges` are given; check
+    its graph; returns `out`."""
     from hpsv3_serve.judges import JUDGES
 
     if unknown := [judge.name for judge in judges if judge.name not in JUDGES or judge.name == "hpsv3"]:
@@ -208,7 +210,7 @@ def parse_judges(models: str, weights: Sequence[str] = (), bases: Sequence[str] 
 
 
 def _render_judges(staging: Path, judges: Sequence[JudgeSource], values: dict[str, str]) -> None:
-    """A `templates/judge` model per judge, and `rewards` over HPSv3 and all of them."""
+    """A `templates/judge` model per judge, and `rewards` over HPSv3 and all of them (unless turned off)."""
     from hpsv3_serve.judges.served import score_output
 
     def write(model: str, folder: str, fields: dict[str, str]) -> None:
@@ -229,7 +231,8 @@ def _render_judges(staging: Path, judges: Sequence[JudgeSource], values: dict[st
     names = ["hpsv3", *(judge.name for judge in judges)]
     outputs = ",\n".join(f'  {{ name: "{score_output(name)}", data_type: TYPE_FP32, dims: [ 1 ] }}' for name in names)
     sources = json.dumps([asdict(judge) for judge in judges])
-    write(REWARDS, REWARDS, values | {"outputs": outputs, "judges": quoted(sources)})
+    if values["rewards"] == "True":
+        write(REWARDS, REWARDS, values | {"outputs": outputs, "judges": quoted(sources)})
 
 
 def check_ensemble(repository: Path) -> None:

@@ -220,11 +220,13 @@ def prepare(args: argparse.Namespace, report: Say = say) -> Path:
         checkpoint = resolve_checkpoint(args.checkpoint, revision=args.revision)
         base = resolve_base(args.base, args.base_revision)
         args.repository = args.repository or private_repository()  # make_server puts its workdir beside it
-        overrides: dict = {"max_batch_size": args.max_batch_size, "preprocess_instances": args.instances}
+        overrides: dict = {
+            "max_batch_size": args.max_batch_size, "preprocess_instances": args.instances, "rewards": args.rewards
+        }  # fmt: skip
         if torch_engine:
             settings = settings_for_checkpoint(checkpoint, base, **overrides)
             repository = render("gpu", settings, args.repository, "torch", judges=judges)
-            report(f"rendered the gpu repository (fast torch engine{_with(judges)}) in {repository}")
+            report(f"rendered the gpu repository (fast torch engine{_with(judges, args.rewards)}) in {repository}")
             return repository
         workdir = args.cache / "serve"
         artifacts = ensure_artifacts(checkpoint, base, workdir, report)
@@ -235,12 +237,13 @@ def prepare(args: argparse.Namespace, report: Say = say) -> Path:
         if args.target == "cpu":
             judges = export_judges(judges, workdir, report)
         repository = render(args.target, settings_for(artifacts, **overrides), args.repository, judges=judges)
-    report(f"rendered the {args.target} repository{_with(judges)} in {repository}")
+    report(f"rendered the {args.target} repository{_with(judges, args.rewards)} in {repository}")
     return repository
 
 
-def _with(judges: tuple) -> str:
-    return f" with {', '.join(judge.name for judge in judges)} and rewards" if judges else ""
+def _with(judges: tuple, rewards: bool) -> str:
+    together = " and rewards" if rewards else ""
+    return f" with {', '.join(judge.name for judge in judges)}{together}" if judges else ""
 
 
 def _pairs(value: str | None) -> list[str]:
@@ -342,6 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME[,NAME...]",
         help="reward models to serve ($HPSV3_MODELS; as `hpsv3 serve --models`): hpsv3 and any of the other reward "
         "models (README: Other reward models), each its own Triton model named as it, all together in `rewards`",
+    )
+    parser.add_argument(
+        "--no-rewards",
+        dest="rewards",
+        action="store_false",
+        default=env("HPSV3_REWARDS", "1") != "0",
+        help="serve the judges alone, without `rewards`, which holds a second copy of their weights ($HPSV3_REWARDS=0)",
     )
     parser.add_argument(
         "--judge-weights",

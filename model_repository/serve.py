@@ -42,6 +42,7 @@ class ServeOptions:
     http_address: str | None = None  # None: `host`, or loopback when gRPC has TLS
     metrics_address: str | None = None
     judges: tuple[JudgeSource, ...] = ()  # served beside HPSv3, each its own model, and together in `rewards`
+    rewards: bool = True  # False: no `rewards` model (saves its second copy of the judges' weights)
 
 
 def current_export(artifacts: Path) -> dict:
@@ -118,6 +119,7 @@ def prepare_server(checkpoint: Path, base: Path, workdir: Path, options: ServeOp
         artifacts,
         preprocess_instances=options.preprocess_instances,
         max_batch_size=options.max_batch_size,
+        rewards=options.rewards,
         max_image_bytes=options.limits.max_image_bytes,
         max_image_pixels=options.limits.max_image_pixels,
         max_prompt_tokens=options.limits.max_prompt_tokens,

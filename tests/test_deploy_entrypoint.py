@@ -173,6 +173,13 @@ def test_models_come_from_the_environment(
     args = entrypoint.build_parser().parse_args(_args(tmp_path / "gpu", tiny, tiny_checkpoint, "gpu"))
     config = (entrypoint.prepare(args, lambda _: None) / "clip-h" / "config.pbtxt").read_text()
     assert "KIND_GPU" in config and str(judges / "clip-h") in config and not (tmp_path / "gpu" / "serve").exists()
+    monkeypatch.setenv("HPSV3_REWARDS", "0")  # the judges alone: no second copy of their weights in `rewards`
+    args = entrypoint.build_parser().parse_args(_args(tmp_path / "alone", tiny, tiny_checkpoint, "gpu"))
+    said.clear()
+    repository = entrypoint.prepare(args, said.append)
+    assert (repository / "clip-h").is_dir() and not (repository / "rewards").exists()
+    assert said[-1].startswith("rendered the gpu repository (fast torch engine with clip-h)")
+    monkeypatch.delenv("HPSV3_REWARDS")
     monkeypatch.setenv("HPSV3_MODELS", "hpsv3,nope")
     with pytest.raises(HPSv3Error, match="unknown reward model 'nope'"):
         entrypoint.prepare(entrypoint.build_parser().parse_args(_args(cache, tiny, tiny_checkpoint, "cpu")))

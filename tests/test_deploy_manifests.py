@@ -213,6 +213,7 @@ def test_served_models_reach_the_entrypoint() -> None:
     assert chosen["HPSV3_MODELS"] == "hpsv3,pickscore,clip-h"
     assert chosen["HPSV3_JUDGE_BASE"] == "pickscore=/models/cache/b"
     assert chosen["HPSV3_JUDGE_WEIGHTS"] == "pickscore=/models/cache/ps,clip-h=/models/cache/ch"
+    assert chosen["HPSV3_REWARDS"] == "1" and env("--no-rewards")["HPSV3_REWARDS"] == "0"
 
 
 def test_the_adapter_rule_serves_the_autoscalers_metric() -> None:

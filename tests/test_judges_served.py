@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +92,8 @@ def test_render_adds_a_model_per_judge_and_rewards(tiny: Path, tiny_checkpoint: 
     for bad in ([JudgeSource("hpsv3")], [JudgeSource("nope")], [JudgeSource("clip-h")] * 2):
         with pytest.raises(RepositoryError):
             render("gpu", settings, tmp_path / "bad", "torch", judges=bad)
+    alone = render("gpu", replace(settings, rewards=False), tmp_path / "alone", "torch", judges=judges)
+    assert sorted(path.name for path in alone.iterdir()) == [name for name in names if name != "rewards"]
 
 
 def test_gpu_render_runs_the_torch_judges_on_the_gpu(tiny: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
@@ -267,6 +270,8 @@ def test_serve_models_flags() -> None:
         return _served_judges(build_parser().parse_args(["serve", *args]))
 
     assert parse() == ()
+    parser = build_parser()
+    assert parser.parse_args(["serve"]).rewards and not parser.parse_args(["serve", "--no-rewards"]).rewards
     assert parse("--models", "hpsv3,pickscore,clip-h", "--judge-weights", "pickscore=/w", "--judge-base",
                  "pickscore=/b") == (JudgeSource("pickscore", "/w", "/b"), JudgeSource("clip-h"))  # fmt: skip
     for bad in (["--models", "nope"], ["--models", "clip-h", "--judge-weights", "pickscore=/w"],
