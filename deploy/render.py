@@ -349,12 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--precision", default="bf16", help="HPSV3_PRECISION: vision encoder engine precision (tensorrt-vllm)")
     add("--models", default="hpsv3", help="HPSV3_MODELS: reward models to serve, hpsv3 and other judges "
         "(README: Other reward models), each on the GPU in the judge's torch model, all in `rewards`")  # fmt: skip
-    add(
-        "--no-rewards",
-        dest="rewards",
-        action="store_false",
-        help="HPSV3_REWARDS=0: serve the judges alone, without `rewards` (a second copy of their weights)",
-    )
+    add("--rewards", action=argparse.BooleanOptionalAction, default=True,
+        help="HPSV3_REWARDS: serve `rewards` beside other models; --no-rewards: the judges alone, without its second "
+        "copy of their weights")  # fmt: skip
     add("--judge-weights", action="append", default=[], metavar="NAME=PATH",
         help="HPSV3_JUDGE_WEIGHTS: a judge's weights (hub id or a path in the cache volume); repeatable")  # fmt: skip
     add("--judge-base", action="append", default=[], metavar="NAME=PATH",

@@ -374,10 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
                         f"`rewards` (one request, every score, the image decoded once); hpsv3 is always served; "
                         f"choose from {', '.join(JUDGES)}")  # fmt: skip
     judges.add_argument(
-        "--no-rewards",
-        dest="rewards",
-        action="store_false",
-        help="serve the judges alone, without `rewards` (it holds a second copy of their weights)",
+        "--rewards",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with other models: serve `rewards` too (every score from one request); --no-rewards serves the judges "
+        "alone, without its second copy of their weights",
     )
     judges.add_argument("--judge-weights", action="append", default=[], metavar="NAME=PATH",
                         help="a judge's weights (file, folder or hub id; default: its hub id); repeatable")  # fmt: skip

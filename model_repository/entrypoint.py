@@ -347,11 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
         "models (README: Other reward models), each its own Triton model named as it, all together in `rewards`",
     )
     parser.add_argument(
-        "--no-rewards",
-        dest="rewards",
-        action="store_false",
+        "--rewards",
+        action=argparse.BooleanOptionalAction,
         default=env("HPSV3_REWARDS", "1") != "0",
-        help="serve the judges alone, without `rewards`, which holds a second copy of their weights ($HPSV3_REWARDS=0)",
+        help="with other models: serve `rewards` too ($HPSV3_REWARDS, 1 or 0); --no-rewards serves the judges "
+        "alone, without its second copy of their weights",
     )
     parser.add_argument(
         "--judge-weights",
